@@ -1,0 +1,220 @@
+// Package embedded runs the outside services of `intake dev` inside the process: a Temporal
+// server with SQLite persistence and its Web UI. Tests use the same code with temporary folders.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/server/common/authorization"
+	"go.temporal.io/server/common/cluster"
+	"go.temporal.io/server/common/config"
+	"go.temporal.io/server/common/dynamicconfig"
+	tlog "go.temporal.io/server/common/log"
+	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	"go.temporal.io/server/schema/sqlite"
+	"go.temporal.io/server/temporal"
+)
+
+// SearchAttributes are the Keyword attributes every intake workflow carries.
+var SearchAttributes = map[string]enumspb.IndexedValueType{
+	"IntakeIntegration": enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+	"IntakeOrigin":      enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+	"IntakeTemplate":    enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+	"IntakeOutcome":     enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+}
+
+// TemporalConfig configures the embedded Temporal server.
+type TemporalConfig struct {
+	// DatabaseFile is the SQLite file; created with its schema when absent.
+	DatabaseFile string
+	// FrontendAddr is host:port of the gRPC frontend ("127.0.0.1:0" picks a free port).
+	FrontendAddr string
+	Namespace    string
+	// LogLevel of the server's own logs (debug, info, warn, error).
+	LogLevel string
+}
+
+// Temporal is a running embedded Temporal server.
+type Temporal struct {
+	server   temporal.Server
+	frontend string
+}
+
+// StartTemporal creates the schema and namespace if needed and starts every service.
+func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = "default"
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "warn"
+	}
+	host, port, err := resolvePort(cfg.FrontendAddr)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.DatabaseFile), 0o700); err != nil {
+		return nil, fmt.Errorf("create data folder: %w", err)
+	}
+	sqlCfg := &config.SQL{
+		PluginName:   sqliteplugin.PluginName,
+		DatabaseName: cfg.DatabaseFile,
+		// WAL and synchronous=normal: without them the server rewrites gigabytes for a tiny
+		// database and completes only ~10 workflows/s (design.md §7). One connection (MaxConns 0).
+		ConnectAttributes: map[string]string{
+			"mode": "rwc", "journal_mode": "wal", "synchronous": "normal", "busy_timeout": "5000",
+		},
+	}
+	if _, err := os.Stat(cfg.DatabaseFile); errors.Is(err, os.ErrNotExist) {
+		if err := sqlite.SetupSchema(sqlCfg); err != nil {
+			return nil, fmt.Errorf("set up temporal schema: %w", err)
+		}
+	}
+	ns, err := sqlite.NewNamespaceConfig("active", cfg.Namespace, false, SearchAttributes)
+	if err != nil {
+		return nil, fmt.Errorf("namespace config: %w", err)
+	}
+	if err := sqlite.CreateNamespaces(sqlCfg, ns); err != nil {
+		return nil, fmt.Errorf("create namespace %s: %w", cfg.Namespace, err)
+	}
+
+	frontend := net.JoinHostPort(host, strconv.Itoa(port))
+	service := func(grpcPort int) (config.Service, error) {
+		if grpcPort == 0 {
+			p, err := freePort(host)
+			if err != nil {
+				return config.Service{}, err
+			}
+			grpcPort = p
+		}
+		mp, err := freePort(host)
+		if err != nil {
+			return config.Service{}, err
+		}
+		return config.Service{RPC: config.RPC{GRPCPort: grpcPort, MembershipPort: mp, BindOnIP: host}}, nil
+	}
+	services := map[string]config.Service{}
+	for name, p := range map[string]int{"frontend": port, "history": 0, "matching": 0, "worker": 0} {
+		s, err := service(p)
+		if err != nil {
+			return nil, err
+		}
+		services[name] = s
+	}
+	sc := &config.Config{
+		Global: config.Global{
+			Membership: config.Membership{MaxJoinDuration: 30 * time.Second, BroadcastAddress: host},
+		},
+		Persistence: config.Persistence{
+			DefaultStore:     "sqlite",
+			VisibilityStore:  "sqlite",
+			NumHistoryShards: 1,
+			DataStores:       map[string]config.DataStore{"sqlite": {SQL: sqlCfg}},
+		},
+		ClusterMetadata: &cluster.Config{
+			EnableGlobalNamespace:    false,
+			FailoverVersionIncrement: 10,
+			MasterClusterName:        "active",
+			CurrentClusterName:       "active",
+			ClusterInformation: map[string]cluster.ClusterInformation{
+				"active": {Enabled: true, InitialFailoverVersion: 1, RPCAddress: frontend},
+			},
+		},
+		DCRedirectionPolicy: config.DCRedirectionPolicy{Policy: "noop"},
+		Services:            services,
+		Archival: config.Archival{
+			History:    config.HistoryArchival{State: "disabled"},
+			Visibility: config.VisibilityArchival{State: "disabled"},
+		},
+		NamespaceDefaults: config.NamespaceDefaults{Archival: config.ArchivalNamespaceDefaults{
+			History:    config.HistoryArchivalNamespaceDefaults{State: "disabled"},
+			Visibility: config.VisibilityArchivalNamespaceDefaults{State: "disabled"},
+		}},
+		PublicClient: config.PublicClient{HostPort: frontend},
+	}
+	logger := tlog.NewZapLogger(tlog.BuildZapLogger(tlog.Config{Level: cfg.LogLevel}))
+	authorizer, err := authorization.GetAuthorizerFromConfig(&sc.Global.Authorization)
+	if err != nil {
+		return nil, err
+	}
+	claimMapper, err := authorization.GetClaimMapperFromConfig(&sc.Global.Authorization, logger)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := temporal.NewServer(
+		temporal.WithConfig(sc),
+		temporal.ForServices(temporal.DefaultServices),
+		temporal.WithLogger(logger),
+		temporal.WithAuthorizer(authorizer),
+		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
+			// Let a freshly registered search attribute and a new namespace be usable at once.
+			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create temporal server: %w", err)
+	}
+	if err := srv.Start(); err != nil {
+		return nil, fmt.Errorf("start temporal server: %w", err)
+	}
+	return &Temporal{server: srv, frontend: frontend}, nil
+}
+
+// FrontendAddr is the gRPC address clients dial.
+func (t *Temporal) FrontendAddr() string { return t.frontend }
+
+// Stop stops every service.
+func (t *Temporal) Stop() error { return t.server.Stop() }
+
+func resolvePort(addr string) (string, int, error) {
+	if addr == "" {
+		addr = "127.0.0.1:7233"
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("temporal address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("temporal address %q: %w", addr, err)
+	}
+	if port == 0 {
+		if port, err = freePort(host); err != nil {
+			return "", 0, err
+		}
+	}
+	return host, port, nil
+}
+
+// freePort asks the kernel for a port that is free now.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// WaitTCP waits until addr accepts connections.
+func WaitTCP(ctx context.Context, addr string) error {
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", addr, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,287 @@
+// Package intake holds the domain types shared by every part of the ingestion worker: templates,
+// integrations, entities, audit entries and deliveries. It depends on no database or web framework.
+package intake
+
+import (
+	"encoding/json"
+	"regexp"
+	"time"
+)
+
+// TaskQueue is the Temporal task queue every intake worker polls.
+const TaskQueue = "intake"
+
+// IDPattern is what template and integration identifiers must match.
+var IDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Template is a typed entity schema with relations (like a Port blueprint).
+type Template struct {
+	Identifier string              `json:"identifier"`
+	Title      string              `json:"title,omitempty"`
+	Schema     TemplateSchema      `json:"schema"`
+	Relations  map[string]Relation `json:"relations,omitempty"`
+}
+
+// TemplateSchema is the JSON-Schema subset a template's properties are written in.
+type TemplateSchema struct {
+	Properties map[string]json.RawMessage `json:"properties"`
+	Required   []string                   `json:"required,omitempty"`
+}
+
+// Relation points from a template to a target template.
+type Relation struct {
+	Title    string `json:"title,omitempty"`
+	Target   string `json:"target"`
+	Required bool   `json:"required"`
+	Many     bool   `json:"many"`
+}
+
+// Integration is one source's operator-configured rules.
+type Integration struct {
+	Identifier        string     `json:"identifier"`
+	Title             string     `json:"title,omitempty"`
+	Description       string     `json:"description,omitempty"`
+	Enabled           *bool      `json:"enabled,omitempty"`
+	Source            *Source    `json:"source,omitempty"`
+	Security          *Security  `json:"security,omitempty"`
+	RequestIdentifier string     `json:"request_identifier,omitempty"`
+	Hydration         any        `json:"hydration,omitempty"`
+	RateLimit         *RateLimit `json:"rate_limit,omitempty"`
+	Mappings          []Mapping  `json:"mappings"`
+}
+
+// IsEnabled reports whether deliveries are accepted; absent means enabled.
+func (i *Integration) IsEnabled() bool { return i.Enabled == nil || *i.Enabled }
+
+// SourceKind derives the transport: explicit source.kind, else kafka when a mapping names a topic.
+func (i *Integration) SourceKind() string {
+	if i.Source != nil && i.Source.Kind != "" {
+		return i.Source.Kind
+	}
+	for _, m := range i.Mappings {
+		if m.Topic != "" {
+			return SourceKafka
+		}
+	}
+	return SourceWebhook
+}
+
+// Source kinds.
+const (
+	SourceWebhook = "webhook"
+	SourceKafka   = "kafka"
+	SourcePubSub  = "pubsub"
+)
+
+// Source says where an integration's deliveries come from.
+type Source struct {
+	Kind         string   `json:"kind"`
+	Topics       []string `json:"topics,omitempty"`
+	Group        string   `json:"group,omitempty"`
+	Subscription string   `json:"subscription,omitempty"`
+}
+
+// Security configures how webhook deliveries are authenticated.
+type Security struct {
+	SignatureHeaderName string   `json:"signature_header_name,omitempty"`
+	SignatureValue      string   `json:"signature_value,omitempty"`
+	Scheme              string   `json:"scheme,omitempty"`
+	Secrets             []string `json:"secrets,omitempty"`
+	AllowUnsigned       bool     `json:"allow_unsigned,omitempty"`
+}
+
+// Masked is what the API shows in place of a secret.
+const Masked = "********"
+
+// RateLimit bounds accepted webhook deliveries per integration.
+type RateLimit struct {
+	PerSecond float64 `json:"per_second"`
+	Burst     int     `json:"burst"`
+}
+
+// Mapping turns a payload into entities of one template.
+type Mapping struct {
+	Template                     string        `json:"template"`
+	Filter                       string        `json:"filter,omitempty"`
+	HeaderFilter                 string        `json:"header_filter,omitempty"`
+	Topic                        string        `json:"topic,omitempty"`
+	ItemsToParse                 string        `json:"items_to_parse,omitempty"`
+	Operation                    string        `json:"operation,omitempty"`
+	UpdateMode                   string        `json:"update_mode,omitempty"`
+	EventTime                    string        `json:"event_time,omitempty"`
+	CreateMissingRelatedEntities bool          `json:"create_missing_related_entities,omitempty"`
+	Entity                       EntityMapping `json:"entity"`
+}
+
+// Operations and update modes.
+const (
+	OperationUpsert = "upsert"
+	OperationDelete = "delete"
+	UpdateMerge     = "merge"
+	UpdateReplace   = "replace"
+)
+
+// EntityMapping holds the JQ expressions for one entity's fields.
+type EntityMapping struct {
+	Identifier string            `json:"identifier"`
+	Title      string            `json:"title,omitempty"`
+	Properties map[string]string `json:"properties,omitempty"`
+	Relations  map[string]string `json:"relations,omitempty"`
+}
+
+// Entity is one stored catalog object.
+type Entity struct {
+	Identifier string         `json:"identifier"`
+	Template   string         `json:"template"`
+	Title      string         `json:"title,omitempty"`
+	Properties map[string]any `json:"properties"`
+	Relations  map[string]any `json:"relations"`
+	CreatedAt  time.Time      `json:"created_at"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+	EventTime  *time.Time     `json:"event_time,omitempty"`
+	CreatedBy  string         `json:"created_by,omitempty"`
+	UpdatedBy  string         `json:"updated_by,omitempty"`
+}
+
+// Audit vocabulary.
+const (
+	ActionCreate       = "CREATE"
+	ActionUpdate       = "UPDATE"
+	ActionDelete       = "DELETE"
+	ActionSkip         = "SKIP"
+	ActionAuthenticate = "AUTHENTICATE"
+
+	StatusSuccess = "SUCCESS"
+	StatusFailure = "FAILURE"
+
+	OriginWebhook = "WEBHOOK"
+	OriginKafka   = "KAFKA"
+	OriginPubSub  = "PUBSUB"
+	OriginReplay  = "REPLAY"
+)
+
+// AuditEntry is one line of the audit log, in the seed's shape.
+type AuditEntry struct {
+	ID           string       `json:"id" bson:"_id"`
+	Action       string       `json:"action" bson:"action"`
+	ResourceType string       `json:"resource_type" bson:"resource_type"`
+	Trigger      AuditTrigger `json:"trigger" bson:"trigger"`
+	Context      AuditContext `json:"context" bson:"context"`
+	Message      string       `json:"message,omitempty" bson:"message,omitempty"`
+	Status       string       `json:"status" bson:"status"`
+	DeliveryID   string       `json:"delivery_id,omitempty" bson:"delivery_id,omitempty"`
+	WorkflowID   string       `json:"workflow_id,omitempty" bson:"workflow_id,omitempty"`
+}
+
+// AuditTrigger says when and by what an audited change happened.
+type AuditTrigger struct {
+	At     time.Time `json:"at" bson:"at"`
+	By     AuditBy   `json:"by" bson:"by"`
+	Origin string    `json:"origin" bson:"origin"`
+}
+
+// AuditBy names the integration behind a change.
+type AuditBy struct {
+	IntegrationID string `json:"integration_id" bson:"integration_id"`
+}
+
+// AuditContext names the entity an entry is about.
+type AuditContext struct {
+	EntityTemplate string `json:"entity_template,omitempty" bson:"entity_template,omitempty"`
+	Entity         string `json:"entity,omitempty" bson:"entity,omitempty"`
+}
+
+// AuditFilter selects audit entries for the API.
+type AuditFilter struct {
+	EntityTemplate, Integration, Origin, Action, Status string
+	From, To                                            time.Time
+	Limit                                               int
+	Cursor                                              string
+}
+
+// Delivery is one received message, as the IngestWorkflow gets it: raw bytes and redacted
+// headers, never a secret.
+type Delivery struct {
+	ID          string            `json:"delivery_id"`
+	Integration string            `json:"integration"`
+	Key         string            `json:"delivery_key"`
+	Origin      string            `json:"origin"`
+	Body        []byte            `json:"body"`
+	Headers     map[string]string `json:"headers"`
+	Meta        map[string]any    `json:"meta"`
+	ReceivedAt  time.Time         `json:"received_at"`
+	// Verified carries the receiver's verdict for schemes whose credential was redacted
+	// (static, basic) and for replays, which trust the original receipt.
+	Verified bool `json:"verified"`
+	// ReplayOf links a replay to the delivery it re-runs.
+	ReplayOf string `json:"replay_of,omitempty"`
+}
+
+// Entity outcomes, as the workflow result and the delivery record report them.
+const (
+	OutcomeCreated   = "created"
+	OutcomeUpdated   = "updated"
+	OutcomeUnchanged = "unchanged"
+	OutcomeDeleted   = "deleted"
+	OutcomeSkipped   = "skipped"
+	OutcomeFailed    = "failed"
+)
+
+// Delivery outcomes (the IntakeOutcome search attribute).
+const (
+	DeliverySucceeded = "succeeded"
+	DeliveryFiltered  = "filtered"
+	DeliveryFailed    = "failed"
+)
+
+// Error types of failures that retrying cannot fix.
+const (
+	ErrSignatureInvalid = "SignatureInvalid"
+	ErrMapping          = "MappingError"
+	ErrValidation       = "ValidationError"
+	ErrRelationMissing  = "RelationMissing"
+	ErrConfig           = "ConfigError"
+)
+
+// EntityChange is one entity a mapping produced, and later what became of it.
+type EntityChange struct {
+	Mapping    int            `json:"mapping"`
+	Item       int            `json:"item"`
+	Template   string         `json:"template"`
+	Identifier string         `json:"identifier,omitempty"`
+	Title      *string        `json:"title,omitempty"`
+	Properties map[string]any `json:"properties,omitempty"`
+	Relations  map[string]any `json:"relations,omitempty"`
+	Operation  string         `json:"operation"`
+	UpdateMode string         `json:"update_mode"`
+	EventTime  *time.Time     `json:"event_time,omitempty"`
+	// CreateMissingRelated makes placeholder entities for relation targets that do not exist.
+	CreateMissingRelated bool `json:"create_missing_related,omitempty"`
+
+	Outcome   string `json:"outcome,omitempty"`
+	ErrorType string `json:"error_type,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+// Fail marks the change failed with a typed reason.
+func (c *EntityChange) Fail(errType, message string) {
+	c.Outcome, c.ErrorType, c.Message = OutcomeFailed, errType, message
+}
+
+// Failed reports whether the change failed.
+func (c *EntityChange) Failed() bool { return c.Outcome == OutcomeFailed }
+
+// MappingOutcome says whether a mapping's filters let the delivery through.
+type MappingOutcome struct {
+	Index    int    `json:"index"`
+	Template string `json:"template"`
+	Filtered bool   `json:"filtered"`
+}
+
+// IngestResult is what one delivery's workflow produced, entity by entity.
+type IngestResult struct {
+	DeliveryID string           `json:"delivery_id"`
+	Outcome    string           `json:"outcome"`
+	Mappings   []MappingOutcome `json:"mappings"`
+	Entities   []EntityChange   `json:"entities"`
+}

@@ -1,0 +1,284 @@
+// Package mappings owns the operator-written rules: it compiles an integration's JQ expressions
+// once per config version, evaluates them against a payload, and validates the result against
+// the entity templates (JSON Schema).
+package mappings
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/itchyny/gojq"
+
+	"intake"
+)
+
+// DefaultExpressionBudget bounds one JQ expression's run time.
+const DefaultExpressionBudget = 100 * time.Millisecond
+
+// FieldError names one bad field of a configuration document.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// ConfigError lists every problem found in a configuration document, first one first.
+type ConfigError struct{ Problems []FieldError }
+
+func (e *ConfigError) Error() string {
+	if len(e.Problems) == 0 {
+		return "invalid configuration"
+	}
+	return e.Problems[0].Field + ": " + e.Problems[0].Message
+}
+
+func (e *ConfigError) add(field, format string, args ...any) {
+	e.Problems = append(e.Problems, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (e *ConfigError) orNil() error {
+	if len(e.Problems) == 0 {
+		return nil
+	}
+	return e
+}
+
+// Expr is one compiled JQ expression with the source text it came from.
+type Expr struct {
+	Field string
+	code  *gojq.Code
+}
+
+// variables every expression sees, in the order values are passed.
+var variables = []string{"$headers", "$meta"}
+
+func compileExpr(field, src string, errs *ConfigError) *Expr {
+	if strings.TrimSpace(src) == "" {
+		return nil
+	}
+	q, err := gojq.Parse(src)
+	if err != nil {
+		errs.add(field, "%v", err)
+		return nil
+	}
+	code, err := gojq.Compile(q, gojq.WithVariables(variables))
+	if err != nil {
+		errs.add(field, "%v", err)
+		return nil
+	}
+	return &Expr{Field: field, code: code}
+}
+
+// Env is what an expression runs against.
+type Env struct {
+	Headers map[string]string
+	Meta    map[string]any
+	Budget  time.Duration
+}
+
+func (env Env) vars() []any {
+	h := make(map[string]any, len(env.Headers))
+	for k, v := range env.Headers {
+		h[k] = v
+	}
+	m := env.Meta
+	if m == nil {
+		m = map[string]any{}
+	}
+	return []any{h, m}
+}
+
+// Run evaluates the expression and returns every value it yields.
+func (e *Expr) Run(ctx context.Context, input any, env Env) ([]any, error) {
+	budget := env.Budget
+	if budget <= 0 {
+		budget = DefaultExpressionBudget
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	iter := e.code.RunWithContext(ctx, input, env.vars()...)
+	var out []any
+	for {
+		v, ok := iter.Next()
+		if !ok {
+			break
+		}
+		if err, isErr := v.(error); isErr {
+			var halt *gojq.HaltError
+			if errors.As(err, &halt) && halt.Value() == nil {
+				break
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, fmt.Errorf("%s: expression ran over its time budget of %s", e.Field, budget)
+			}
+			return nil, fmt.Errorf("%s: %v", e.Field, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Truthy runs a filter: false, null or no result means "skip".
+func (e *Expr) Truthy(ctx context.Context, input any, env Env) (bool, error) {
+	vals, err := e.Run(ctx, input, env)
+	if err != nil {
+		return false, err
+	}
+	for _, v := range vals {
+		if v != nil && v != false {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Program is an integration compiled for one config version.
+type Program struct {
+	Integration       intake.Integration
+	RequestIdentifier *Expr
+	Mappings          []*CompiledMapping
+}
+
+// CompiledMapping is one mapping with its expressions compiled.
+type CompiledMapping struct {
+	Index        int
+	Mapping      intake.Mapping
+	Filter       *Expr
+	HeaderFilter *Expr
+	ItemsToParse *Expr
+	EventTime    *Expr
+	Identifier   *Expr
+	Title        *Expr
+	Properties   []namedExpr
+	Relations    []namedExpr
+}
+
+type namedExpr struct {
+	Name string
+	Expr *Expr
+}
+
+// Compile checks an integration against the known templates and compiles its expressions.
+// The error, if any, is a *ConfigError listing every problem.
+func Compile(in intake.Integration, templates map[string]*intake.Template) (*Program, error) {
+	errs := &ConfigError{}
+	if !intake.IDPattern.MatchString(in.Identifier) {
+		errs.add("identifier", "must match %s", intake.IDPattern)
+	}
+	p := &Program{Integration: in}
+	p.RequestIdentifier = compileExpr("request_identifier", in.RequestIdentifier, errs)
+	if in.Source != nil {
+		switch in.Source.Kind {
+		case intake.SourceWebhook, intake.SourceKafka, intake.SourcePubSub:
+		default:
+			errs.add("source.kind", "unknown value %q (want webhook, kafka or pubsub)", in.Source.Kind)
+		}
+	}
+	if s := in.Security; s != nil {
+		switch s.Scheme {
+		case "", "auto", "hmac-sha256", "hmac-sha1", "static":
+		case "none":
+			if !s.AllowUnsigned {
+				errs.add("security.scheme", `"none" needs "allow_unsigned": true`)
+			}
+		default:
+			errs.add("security.scheme", "unknown value %q (want auto, hmac-sha256, hmac-sha1, static or none)", s.Scheme)
+		}
+		if s.Scheme != "none" && s.SignatureHeaderName == "" {
+			errs.add("security.signature_header_name", "is required")
+		}
+	}
+	if in.RateLimit != nil && (in.RateLimit.PerSecond <= 0 || in.RateLimit.Burst < 1) {
+		errs.add("rate_limit", "per_second must be > 0 and burst >= 1")
+	}
+	if len(in.Mappings) == 0 {
+		errs.add("mappings", "at least one mapping is required")
+	}
+	for i, m := range in.Mappings {
+		p.Mappings = append(p.Mappings, compileMapping(i, m, templates, errs))
+	}
+	if err := errs.orNil(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func compileMapping(i int, m intake.Mapping, templates map[string]*intake.Template, errs *ConfigError) *CompiledMapping {
+	f := func(name string) string { return fmt.Sprintf("mappings[%d].%s", i, name) }
+	cm := &CompiledMapping{Index: i, Mapping: m}
+	tpl := templates[m.Template]
+	if tpl == nil {
+		errs.add(f("template"), "unknown template %q", m.Template)
+	}
+	switch m.Operation {
+	case "", intake.OperationUpsert, intake.OperationDelete:
+	default:
+		errs.add(f("operation"), "unknown value %q (want upsert or delete)", m.Operation)
+	}
+	switch m.UpdateMode {
+	case "", intake.UpdateMerge, intake.UpdateReplace:
+	default:
+		errs.add(f("update_mode"), "unknown value %q (want merge or replace)", m.UpdateMode)
+	}
+	cm.Filter = compileExpr(f("filter"), m.Filter, errs)
+	cm.HeaderFilter = compileExpr(f("header_filter"), m.HeaderFilter, errs)
+	cm.ItemsToParse = compileExpr(f("items_to_parse"), m.ItemsToParse, errs)
+	cm.EventTime = compileExpr(f("event_time"), m.EventTime, errs)
+	if strings.TrimSpace(m.Entity.Identifier) == "" {
+		errs.add(f("entity.identifier"), "is required")
+	}
+	cm.Identifier = compileExpr(f("entity.identifier"), m.Entity.Identifier, errs)
+	cm.Title = compileExpr(f("entity.title"), m.Entity.Title, errs)
+	for _, name := range sortedKeys(m.Entity.Properties) {
+		field := f("entity.properties." + name)
+		if tpl != nil {
+			if _, ok := tpl.Schema.Properties[name]; !ok {
+				errs.add(field, "template %q has no property %q", tpl.Identifier, name)
+			}
+		}
+		if e := compileExpr(field, m.Entity.Properties[name], errs); e != nil {
+			cm.Properties = append(cm.Properties, namedExpr{name, e})
+		}
+	}
+	for _, name := range sortedKeys(m.Entity.Relations) {
+		field := f("entity.relations." + name)
+		if tpl != nil {
+			if _, ok := tpl.Relations[name]; !ok {
+				errs.add(field, "template %q has no relation %q", tpl.Identifier, name)
+			}
+		}
+		if e := compileExpr(field, m.Entity.Relations[name], errs); e != nil {
+			cm.Relations = append(cm.Relations, namedExpr{name, e})
+		}
+	}
+	return cm
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// scalarString turns a JQ result into an identifier string: strings as they are, numbers printed
+// without exponent; anything else is rejected.
+func scalarString(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case int:
+		return strconv.Itoa(x), true
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), true
+	case interface{ String() string }: // *big.Int from gojq
+		return x.String(), true
+	}
+	return "", false
+}

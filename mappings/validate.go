@@ -1,0 +1,219 @@
+package mappings
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+
+	"intake"
+)
+
+// Property types and formats a template may use.
+var (
+	propertyTypes   = map[string]bool{"string": true, "number": true, "integer": true, "boolean": true, "array": true, "object": true}
+	propertyFormats = map[string]bool{"url": true, "email": true, "date-time": true, "ipv4": true}
+)
+
+// CompiledTemplate validates entities of one template.
+type CompiledTemplate struct {
+	Template *intake.Template
+	partial  *jsonschema.Schema // without "required": for merge, which completes the entity first
+	full     *jsonschema.Schema
+	Defaults map[string]any
+}
+
+// CompileTemplate checks a template (known holds every template identifier that may be a relation
+// target) and compiles its JSON Schema. The error, if any, is a *ConfigError.
+func CompileTemplate(t *intake.Template, known map[string]bool) (*CompiledTemplate, error) {
+	errs := &ConfigError{}
+	if !intake.IDPattern.MatchString(t.Identifier) {
+		errs.add("identifier", "must match %s", intake.IDPattern)
+	}
+	props := map[string]any{}
+	defaults := map[string]any{}
+	for _, name := range sortedKeys(t.Schema.Properties) {
+		field := "schema.properties." + name
+		var p map[string]any
+		if err := unmarshalNumbers(t.Schema.Properties[name], &p); err != nil || p == nil {
+			errs.add(field, "must be an object")
+			continue
+		}
+		typ, _ := p["type"].(string)
+		if !propertyTypes[typ] {
+			errs.add(field+".type", "unknown type %v (want string, number, integer, boolean, array or object)", p["type"])
+		}
+		if f, ok := p["format"]; ok {
+			if s, _ := f.(string); !propertyFormats[s] {
+				errs.add(field+".format", "unknown format %v (want url, email, date-time or ipv4)", f)
+			}
+		}
+		if d, ok := p["default"]; ok {
+			defaults[name] = d
+		}
+		props[name] = p
+	}
+	for _, r := range t.Schema.Required {
+		if _, ok := t.Schema.Properties[r]; !ok {
+			errs.add("schema.required", "names %q, which is not a property", r)
+		}
+	}
+	for _, name := range sortedKeys(t.Relations) {
+		rel := t.Relations[name]
+		if rel.Target != t.Identifier && !known[rel.Target] {
+			errs.add("relations."+name+".target", "unknown template %q", rel.Target)
+		}
+	}
+	if err := errs.orNil(); err != nil {
+		return nil, err
+	}
+	ct := &CompiledTemplate{Template: t, Defaults: defaults}
+	var err error
+	if ct.partial, err = compileSchema(t.Identifier, props, nil); err == nil {
+		ct.full, err = compileSchema(t.Identifier, props, t.Schema.Required)
+	}
+	if err != nil {
+		errs.add("schema", "%v", err)
+		return nil, errs
+	}
+	return ct, nil
+}
+
+func compileSchema(id string, props map[string]any, required []string) (*jsonschema.Schema, error) {
+	doc := map[string]any{"type": "object", "properties": props}
+	if len(required) > 0 {
+		req := make([]any, len(required))
+		for i, r := range required {
+			req[i] = r
+		}
+		doc["required"] = req
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	c.RegisterFormat(&jsonschema.Format{Name: "url", Validate: validateURL})
+	loc := "intake:///templates/" + id + ".json"
+	if err := c.AddResource(loc, doc); err != nil {
+		return nil, err
+	}
+	return c.Compile(loc)
+}
+
+func validateURL(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return errors.New("not an absolute URL")
+	}
+	return nil
+}
+
+func unmarshalNumbers(raw json.RawMessage, v any) error {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	return d.Decode(v)
+}
+
+// Validate checks properties; withRequired also demands the template's required properties.
+// The message names the property and the rule: "property 'tier': 7 is greater than maximum 3".
+func (ct *CompiledTemplate) Validate(props map[string]any, withRequired bool) error {
+	sch := ct.partial
+	if withRequired {
+		sch = ct.full
+	}
+	err := sch.Validate(toJSONValue(props))
+	if err == nil {
+		return nil
+	}
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	var msgs []string
+	collect(ve, &msgs)
+	if len(msgs) == 0 {
+		return errors.New(ve.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// toJSONValue gives the validator what encoding/json would produce (maps of any, []any).
+func toJSONValue(props map[string]any) any {
+	out := make(map[string]any, len(props))
+	for k, v := range props {
+		switch x := v.(type) {
+		case []string:
+			a := make([]any, len(x))
+			for i, s := range x {
+				a[i] = s
+			}
+			out[k] = a
+		default:
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func collect(ve *jsonschema.ValidationError, out *[]string) {
+	if len(ve.Causes) == 0 {
+		*out = append(*out, describe(ve))
+		return
+	}
+	for _, c := range ve.Causes {
+		collect(c, out)
+	}
+}
+
+func describe(ve *jsonschema.ValidationError) string {
+	where := "entity"
+	if len(ve.InstanceLocation) > 0 {
+		where = "property '" + strings.Join(ve.InstanceLocation, ".") + "'"
+	}
+	switch k := ve.ErrorKind.(type) {
+	case *kind.Required:
+		return fmt.Sprintf("property '%s' is required", strings.Join(k.Missing, "', '"))
+	case *kind.Type:
+		return fmt.Sprintf("%s: expected %s, got %s", where, strings.Join(k.Want, " or "), k.Got)
+	case *kind.Maximum:
+		return fmt.Sprintf("%s: %s is greater than maximum %s", where, rat(k.Got), rat(k.Want))
+	case *kind.Minimum:
+		return fmt.Sprintf("%s: %s is less than minimum %s", where, rat(k.Got), rat(k.Want))
+	case *kind.Enum:
+		return fmt.Sprintf("%s: %s is not one of %s", where, show(k.Got), show(k.Want))
+	case *kind.Format:
+		return fmt.Sprintf("%s: %s is not a valid %s", where, show(k.Got), k.Want)
+	case *kind.Pattern:
+		return fmt.Sprintf("%s: %q does not match pattern %s", where, k.Got, k.Want)
+	case *kind.MinLength:
+		return fmt.Sprintf("%s: length %d is shorter than minLength %d", where, k.Got, k.Want)
+	case *kind.MaxLength:
+		return fmt.Sprintf("%s: length %d is longer than maxLength %d", where, k.Got, k.Want)
+	}
+	return fmt.Sprintf("%s: %s", where, strings.TrimPrefix(ve.Error(), "jsonschema validation failed with "))
+}
+
+func rat(r *big.Rat) string {
+	if r.IsInt() {
+		return r.Num().String()
+	}
+	f, _ := r.Float64()
+	return fmt.Sprint(f)
+}
+
+func show(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}

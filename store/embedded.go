@@ -1,0 +1,128 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+	_ "modernc.org/sqlite" // the SQLite driver FerretDB itself uses
+)
+
+// Embedded is an in-process MongoDB-protocol server (FerretDB v1.24.2, SQLite backend) keeping
+// its files in one directory.
+type Embedded struct {
+	dir    string
+	uri    string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// StartEmbedded starts FerretDB listening on addr ("127.0.0.1:0" picks a free port).
+func StartEmbedded(dir, addr string, log *slog.Logger) (*Embedded, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: addr},
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + abs + "/?_pragma=synchronous(normal)",
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start embedded mongodb server: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Embedded{dir: abs, uri: f.MongoDBURI(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		_ = f.Run(ctx)
+	}()
+	return e, nil
+}
+
+// URI is the mongodb:// address of the server.
+func (e *Embedded) URI() string { return e.uri }
+
+// Stop shuts the server down and waits for it.
+func (e *Embedded) Stop() {
+	e.cancel()
+	<-e.done
+}
+
+// IDIndexName is the SQLite index AddIDIndexes creates on each collection's table.
+const IDIndexName = "_intake_id"
+
+// AddIDIndexes works around FerretDB v1.24.2 with SQLite: it pushes `_id` equality down as
+// `_ferretdb_sjson->'$._id' = ?`, but indexes _id on another expression, so every lookup scans
+// the table. An expression index on exactly that text makes _id lookups O(log n). It depends on
+// FerretDB internals (the `_ferretdb_collections` table and the `_ferretdb_sjson` column), which
+// is why it lives here, in one place, and is tested. Call it after the collections exist.
+func (e *Embedded) AddIDIndexes(ctx context.Context, database string) error {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, database+".sqlite")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		return fmt.Errorf("open %s sqlite file: %w", database, err)
+	}
+	defer db.Close()
+	tables, err := e.tables(ctx, db)
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %q ON %q (_ferretdb_sjson->'$._id')`, t+IDIndexName, t)
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("index _id of %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// IDIndexes lists the tables of database that have the _id expression index (for tests).
+func (e *Embedded) IDIndexes(ctx context.Context, database string) ([]string, error) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, database+".sqlite")+"?mode=ro")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name LIKE ?`, "%"+IDIndexName)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+func (e *Embedded) tables(ctx context.Context, db *sql.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT table_name FROM "_ferretdb_collections"`)
+	if err != nil {
+		return nil, fmt.Errorf("list ferretdb tables: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(t, "sqlite_") {
+			out = append(out, t)
+		}
+	}
+	return out, rows.Err()
+}

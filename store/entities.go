@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"intake"
+)
+
+// EntityKey is an entity's _id: "{template}/{identifier}".
+func EntityKey(template, identifier string) string { return template + "/" + identifier }
+
+// EntityDoc is an entity as stored. LastRun and LastOutcome remember which workflow run wrote it
+// last and what that was, so a retried activity reports the outcome of its first attempt.
+type EntityDoc struct {
+	ID          string         `bson:"_id"`
+	Template    string         `bson:"template"`
+	Identifier  string         `bson:"identifier"`
+	Title       string         `bson:"title,omitempty"`
+	Properties  map[string]any `bson:"properties"`
+	Relations   map[string]any `bson:"relations"`
+	CreatedAt   time.Time      `bson:"created_at"`
+	UpdatedAt   time.Time      `bson:"updated_at"`
+	EventTime   *time.Time     `bson:"event_time,omitempty"`
+	CreatedBy   string         `bson:"created_by,omitempty"`
+	UpdatedBy   string         `bson:"updated_by,omitempty"`
+	LastRun     string         `bson:"last_run,omitempty"`
+	LastOutcome string         `bson:"last_outcome,omitempty"`
+}
+
+// Entity converts to the API shape.
+func (d *EntityDoc) Entity() intake.Entity {
+	e := intake.Entity{
+		Identifier: d.Identifier, Template: d.Template, Title: d.Title,
+		Properties: d.Properties, Relations: d.Relations,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, EventTime: d.EventTime,
+		CreatedBy: d.CreatedBy, UpdatedBy: d.UpdatedBy,
+	}
+	if e.Properties == nil {
+		e.Properties = map[string]any{}
+	}
+	if e.Relations == nil {
+		e.Relations = map[string]any{}
+	}
+	return e
+}
+
+// EntitiesByID loads entities by _id with one $in query; absent ones are missing from the map.
+func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*EntityDoc, error) {
+	out := make(map[string]*EntityDoc, len(ids))
+	for start := 0; start < len(ids); start += BulkChunk {
+		chunk := ids[start:min(start+BulkChunk, len(ids))]
+		cur, err := s.db.Collection(colEntities).Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: chunk}}}})
+		if err != nil {
+			return nil, fmt.Errorf("find entities: %w", err)
+		}
+		var docs []EntityDoc
+		if err := cur.All(ctx, &docs); err != nil {
+			return nil, fmt.Errorf("find entities: %w", err)
+		}
+		for i := range docs {
+			out[docs[i].ID] = &docs[i]
+		}
+	}
+	return out, nil
+}
+
+// EntityWrite is one write of a bulk: a full document to store, or a delete.
+type EntityWrite struct {
+	Doc    *EntityDoc
+	Delete string // _id to delete
+}
+
+// WriteEntities applies writes in bulk chunks; every write addresses its document by _id.
+func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
+	for start := 0; start < len(writes); start += BulkChunk {
+		chunk := writes[start:min(start+BulkChunk, len(writes))]
+		models := make([]mongo.WriteModel, 0, len(chunk))
+		for _, w := range chunk {
+			if w.Delete != "" {
+				models = append(models, mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: w.Delete}}))
+				continue
+			}
+			models = append(models, mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: w.Doc.ID}}).
+				SetReplacement(w.Doc).SetUpsert(true))
+		}
+		if _, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true)); err != nil {
+			return fmt.Errorf("write %d entities: %w", len(models), err)
+		}
+	}
+	return nil
+}
+
+// GetEntity returns one entity or ErrNotFound.
+func (s *Store) GetEntity(ctx context.Context, template, identifier string) (*intake.Entity, error) {
+	var d EntityDoc
+	err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: EntityKey(template, identifier)}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get entity %s/%s: %w", template, identifier, err)
+	}
+	e := d.Entity()
+	return &e, nil
+}
+
+// ListEntities pages through entities in _id order; next is "" on the last page.
+func (s *Store) ListEntities(ctx context.Context, template string, limit int, cursor string) ([]intake.Entity, string, error) {
+	filter := bson.D{}
+	if template != "" {
+		filter = append(filter, bson.E{Key: "template", Value: template})
+	}
+	if cursor != "" {
+		parts, err := decodeCursor(cursor, 1)
+		if err != nil {
+			return nil, "", ErrBadCursor
+		}
+		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$gt", Value: parts[0]}}})
+	}
+	cur, err := s.db.Collection(colEntities).Find(ctx, filter,
+		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(limit+1)))
+	if err != nil {
+		return nil, "", fmt.Errorf("list entities: %w", err)
+	}
+	var docs []EntityDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, "", fmt.Errorf("list entities: %w", err)
+	}
+	next := ""
+	if len(docs) > limit {
+		docs = docs[:limit]
+		next = encodeCursor(docs[limit-1].ID)
+	}
+	out := make([]intake.Entity, len(docs))
+	for i := range docs {
+		out[i] = docs[i].Entity()
+	}
+	return out, next, nil
+}

@@ -1,0 +1,145 @@
+// Package store is the only code that speaks to MongoDB: configuration documents, entities,
+// audit entries and deliveries. Hot paths address documents by _id only (see design.md §4).
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Collection names.
+const (
+	colTemplates    = "templates"
+	colIntegrations = "integrations"
+	colEntities     = "entities"
+	colAudit        = "audit_logs"
+	colDeliveries   = "deliveries"
+	colMeta         = "meta"
+)
+
+// Collections lists every collection the store uses (the embedded server indexes each).
+var Collections = []string{colTemplates, colIntegrations, colEntities, colAudit, colDeliveries, colMeta}
+
+// BulkChunk bounds operations per bulk write: the embedded server deadlocks when one command
+// upserts as many existing documents as it has pool connections (100).
+const BulkChunk = 64
+
+// ErrNotFound is returned when a document does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store wraps one MongoDB database.
+type Store struct {
+	client *mongo.Client
+	db     *mongo.Database
+}
+
+// Open connects, checks the server answers and creates the indexes.
+func Open(ctx context.Context, uri, database string) (*Store, error) {
+	opts := options.Client().ApplyURI(uri).
+		SetBSONOptions(&options.BSONOptions{DefaultDocumentMap: true}).
+		SetServerSelectionTimeout(5 * time.Second).
+		SetTimeout(30 * time.Second)
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", redactURI(uri), err)
+	}
+	s := &Store{client: client, db: client.Database(database)}
+	if err := s.Ping(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	if err := s.ensureIndexes(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close disconnects.
+func (s *Store) Close(ctx context.Context) error { return s.client.Disconnect(ctx) }
+
+// Ping checks the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx, nil); err != nil {
+		return fmt.Errorf("ping mongodb: %w", err)
+	}
+	return nil
+}
+
+// DatabaseName is the database the store writes to.
+func (s *Store) DatabaseName() string { return s.db.Name() }
+
+func (s *Store) ensureIndexes(ctx context.Context) error {
+	idx := map[string][]mongo.IndexModel{
+		colEntities: {
+			{Keys: bson.D{{Key: "template", Value: 1}, {Key: "identifier", Value: 1}}, Options: options.Index().SetUnique(true)},
+		},
+		colAudit: {
+			{Keys: bson.D{{Key: "trigger.at", Value: -1}}},
+			{Keys: bson.D{{Key: "trigger.by.integration_id", Value: 1}}},
+			{Keys: bson.D{{Key: "context.entity_template", Value: 1}}},
+			{Keys: bson.D{{Key: "trigger.origin", Value: 1}}},
+			{Keys: bson.D{{Key: "action", Value: 1}}},
+			{Keys: bson.D{{Key: "status", Value: 1}}},
+		},
+		colDeliveries: {
+			{Keys: bson.D{{Key: "integration", Value: 1}}},
+			{Keys: bson.D{{Key: "status", Value: 1}}},
+			{Keys: bson.D{{Key: "received_at", Value: -1}}},
+		},
+	}
+	for _, name := range Collections {
+		// Creating the collection up front lets the embedded server index it at start-up.
+		if err := s.db.CreateCollection(ctx, name); err != nil && !isNamespaceExists(err) {
+			return fmt.Errorf("create collection %s: %w", name, err)
+		}
+		if models := idx[name]; len(models) > 0 {
+			if _, err := s.db.Collection(name).Indexes().CreateMany(ctx, models); err != nil {
+				return fmt.Errorf("create indexes on %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func isNamespaceExists(err error) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && (ce.Code == 48 || ce.Name == "NamespaceExists")
+}
+
+func redactURI(uri string) string {
+	if i := strings.Index(uri, "@"); i > 0 {
+		if j := strings.Index(uri, "://"); j > 0 && j < i {
+			return uri[:j+3] + "***" + uri[i:]
+		}
+	}
+	return uri
+}
+
+// Cursor helpers: a cursor is an opaque base64 of the last item's sort key.
+func encodeCursor(parts ...string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
+}
+
+func decodeCursor(c string, n int) ([]string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return nil, fmt.Errorf("invalid cursor")
+	}
+	parts := strings.Split(string(b), "\x00")
+	if len(parts) != n {
+		return nil, fmt.Errorf("invalid cursor")
+	}
+	return parts, nil
+}
+
+// ErrBadCursor marks a cursor the client made up.
+var ErrBadCursor = errors.New("invalid cursor")
