@@ -5,6 +5,7 @@ package mappings
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -160,6 +161,8 @@ type CompiledMapping struct {
 type namedExpr struct {
 	Name string
 	Expr *Expr
+	// Array marks a property typed "array": a single value is stored as a one-element array.
+	Array bool
 }
 
 // Compile checks an integration against the known templates and compiles its expressions.
@@ -235,13 +238,18 @@ func compileMapping(i int, m intake.Mapping, templates map[string]*intake.Templa
 	cm.Title = compileExpr(f("entity.title"), m.Entity.Title, errs)
 	for _, name := range sortedKeys(m.Entity.Properties) {
 		field := f("entity.properties." + name)
+		isArray := false
 		if tpl != nil {
-			if _, ok := tpl.Schema.Properties[name]; !ok {
+			raw, ok := tpl.Schema.Properties[name]
+			if !ok {
 				errs.add(field, "template %q has no property %q", tpl.Identifier, name)
 			}
+			var p struct{ Type string }
+			_ = json.Unmarshal(raw, &p)
+			isArray = p.Type == "array"
 		}
 		if e := compileExpr(field, m.Entity.Properties[name], errs); e != nil {
-			cm.Properties = append(cm.Properties, namedExpr{name, e})
+			cm.Properties = append(cm.Properties, namedExpr{Name: name, Expr: e, Array: isArray})
 		}
 	}
 	for _, name := range sortedKeys(m.Entity.Relations) {
@@ -252,7 +260,7 @@ func compileMapping(i int, m intake.Mapping, templates map[string]*intake.Templa
 			}
 		}
 		if e := compileExpr(field, m.Entity.Relations[name], errs); e != nil {
-			cm.Relations = append(cm.Relations, namedExpr{name, e})
+			cm.Relations = append(cm.Relations, namedExpr{Name: name, Expr: e})
 		}
 	}
 	return cm

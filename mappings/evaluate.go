@@ -160,6 +160,9 @@ func (cm *CompiledMapping) fill(ctx context.Context, c *intake.EntityChange, inp
 		switch len(vals) {
 		case 0: // left unset
 		case 1:
+			if _, isList := vals[0].([]any); p.Array && !isList {
+				vals[0] = []any{vals[0]}
+			}
 			c.Properties[p.Name] = normalize(vals[0])
 		default:
 			c.Properties[p.Name] = normalize(vals)
@@ -233,11 +236,13 @@ func checkIdentifier(s string) error {
 func timeOf(v any) (time.Time, error) {
 	switch x := v.(type) {
 	case string:
-		t, err := time.Parse(time.RFC3339Nano, x)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("event time %q is not RFC 3339", x)
+		// RFC 3339, or the offset without a colon that SonarQube and Java tools send.
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999-0700"} {
+			if t, err := time.Parse(layout, x); err == nil {
+				return t.UTC(), nil
+			}
 		}
-		return t.UTC(), nil
+		return time.Time{}, fmt.Errorf("event time %q is not RFC 3339", x)
 	case int:
 		return time.Unix(int64(x), 0).UTC(), nil
 	case float64:

@@ -1,0 +1,25 @@
+package activities
+
+import (
+	"log/slog"
+
+	"intake/mappings"
+	"intake/store"
+)
+
+// Activities are the workflow's steps; they load configuration and secrets themselves, so
+// workflow input and history never carry a secret.
+type Activities struct {
+	Store   *store.Store
+	Catalog *mappings.Catalog
+	Log     *slog.Logger
+}
+
+// Ref identifies a delivery's run for the steps that do not need its body.
+type Ref struct {
+	DeliveryID  string `json:"delivery_id"`
+	Integration string `json:"integration"`
+	Origin      string `json:"origin"`
+	WorkflowID  string `json:"workflow_id"`
+	RunID       string `json:"run_id"`
+}

@@ -1,0 +1,72 @@
+package activities
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"intake"
+)
+
+// AuditInput is what the audit step records for one run.
+type AuditInput struct {
+	Ref     Ref                   `json:"ref"`
+	At      time.Time             `json:"at"`
+	Changes []intake.EntityChange `json:"changes"`
+}
+
+// Audit records one entry per entity change (filtered mappings write none). Entry IDs are
+// derived from workflow ID, run ID, mapping and item, so a retry writes nothing twice while a
+// redelivery or replay (a new run) gets entries of its own.
+func (a *Activities) Audit(ctx context.Context, in AuditInput) error {
+	entries := AuditEntries(in)
+	if err := a.Store.InsertAudit(ctx, entries); err != nil {
+		return fmt.Errorf("audit %s: %w", in.Ref.DeliveryID, err)
+	}
+	return nil
+}
+
+// AuditEntries builds the entries of a run.
+func AuditEntries(in AuditInput) []intake.AuditEntry {
+	out := make([]intake.AuditEntry, 0, len(in.Changes))
+	for _, c := range in.Changes {
+		e := intake.AuditEntry{
+			ID:           AuditID(in.Ref.WorkflowID, in.Ref.RunID, c.Mapping, c.Item),
+			Action:       actionOf(c),
+			ResourceType: "entity",
+			Trigger: intake.AuditTrigger{
+				At: in.At, By: intake.AuditBy{IntegrationID: in.Ref.Integration}, Origin: in.Ref.Origin,
+			},
+			Context:    intake.AuditContext{EntityTemplate: c.Template, Entity: c.Identifier},
+			Message:    c.Message,
+			Status:     intake.StatusSuccess,
+			DeliveryID: in.Ref.DeliveryID,
+			WorkflowID: in.Ref.WorkflowID,
+		}
+		if c.Failed() {
+			e.Status = intake.StatusFailure
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func actionOf(c intake.EntityChange) string {
+	switch {
+	case c.Operation == intake.OperationDelete:
+		return intake.ActionDelete
+	case c.Outcome == intake.OutcomeSkipped:
+		return intake.ActionSkip
+	case c.Outcome == intake.OutcomeUpdated || c.Outcome == intake.OutcomeUnchanged:
+		return intake.ActionUpdate
+	}
+	return intake.ActionCreate
+}
+
+// AuditID is a hex digest, stable for a (workflow, run, mapping, item).
+func AuditID(workflowID, runID string, mapping, item int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%d", workflowID, runID, mapping, item))
+	return hex.EncodeToString(sum[:16])
+}

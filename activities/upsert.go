@@ -1,0 +1,233 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"intake"
+	"intake/mappings"
+	"intake/store"
+)
+
+// UpsertInput is the validated changes of one delivery.
+type UpsertInput struct {
+	Ref     Ref                   `json:"ref"`
+	Changes []intake.EntityChange `json:"changes"`
+}
+
+// Upsert writes the delivery's entities in bulk, addressed by _id. It checks relations (creating
+// placeholders when the mapping asks), skips stale updates, and judges "required" on the entity
+// as it will be stored. Store errors are returned for Temporal to retry; everything else is a
+// per-entity outcome. A retried attempt reports what its first attempt did (LastRun).
+func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.EntityChange, error) {
+	changes := in.Changes
+	runKey := in.Ref.WorkflowID + "/" + in.Ref.RunID
+	templates := a.Catalog.Templates()
+
+	docs, err := a.Store.EntitiesByID(ctx, referencedIDs(changes, templates))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	var writes []store.EntityWrite
+	touched := map[string]bool{}
+	for i := range changes {
+		c := &changes[i]
+		if c.Failed() {
+			continue
+		}
+		key := store.EntityKey(c.Template, c.Identifier)
+		existing := docs[key]
+		if existing != nil && existing.LastRun == runKey && !touched[key] {
+			c.Outcome = existing.LastOutcome // written by an earlier attempt of this run
+			continue
+		}
+		if c.Operation == intake.OperationDelete {
+			c.Outcome = intake.OutcomeDeleted
+			if existing == nil {
+				c.Message = "entity did not exist"
+				continue
+			}
+			writes = append(writes, store.EntityWrite{Delete: key})
+			docs[key], touched[key] = nil, true
+			continue
+		}
+		if existing != nil && c.EventTime != nil && existing.EventTime != nil && c.EventTime.Before(*existing.EventTime) {
+			c.Outcome = intake.OutcomeSkipped
+			c.Message = fmt.Sprintf("stale update: event time %s is older than the stored %s",
+				c.EventTime.Format(time.RFC3339), existing.EventTime.Format(time.RFC3339))
+			continue
+		}
+		tpl := templates[c.Template]
+		ct := a.Catalog.Template(c.Template)
+		if tpl == nil || ct == nil {
+			c.Fail(intake.ErrValidation, fmt.Sprintf("template %q does not exist", c.Template))
+			continue
+		}
+		placeholders, err := checkRelations(c, tpl, docs, in.Ref.Integration, now)
+		if err != nil {
+			c.Fail(intake.ErrRelationMissing, err.Error())
+			continue
+		}
+		doc := merged(c, existing, ct, in.Ref.Integration, now)
+		if err := ct.Validate(doc.Properties, true); err != nil {
+			c.Fail(intake.ErrValidation, err.Error())
+			continue
+		}
+		if err := requiredRelations(tpl, doc); err != nil {
+			c.Fail(intake.ErrValidation, err.Error())
+			continue
+		}
+		for _, p := range placeholders {
+			writes = append(writes, store.EntityWrite{Doc: p})
+			docs[p.ID], touched[p.ID] = p, true
+		}
+		switch {
+		case existing == nil:
+			c.Outcome = intake.OutcomeCreated
+		case sameContent(existing, doc):
+			c.Outcome = intake.OutcomeUnchanged
+			continue
+		default:
+			c.Outcome = intake.OutcomeUpdated
+		}
+		doc.LastRun, doc.LastOutcome = runKey, c.Outcome
+		writes = append(writes, store.EntityWrite{Doc: doc})
+		docs[key], touched[key] = doc, true
+	}
+	if err := a.Store.WriteEntities(ctx, writes); err != nil {
+		return nil, fmt.Errorf("upsert entities of %s: %w", in.Ref.DeliveryID, err)
+	}
+	return changes, nil
+}
+
+// referencedIDs lists every entity the changes touch or point to, for one $in lookup.
+func referencedIDs(changes []intake.EntityChange, templates map[string]*intake.Template) []string {
+	seen := map[string]bool{}
+	var ids []string
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	for _, c := range changes {
+		if c.Failed() {
+			continue
+		}
+		add(store.EntityKey(c.Template, c.Identifier))
+		tpl := templates[c.Template]
+		if tpl == nil {
+			continue
+		}
+		for name, v := range c.Relations {
+			for _, target := range relationIDs(v) {
+				add(store.EntityKey(tpl.Relations[name].Target, target))
+			}
+		}
+	}
+	return ids
+}
+
+func relationIDs(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []string:
+		return x
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// checkRelations fails on a relation target that does not exist, in the seed's words, unless
+// the mapping creates placeholders.
+func checkRelations(c *intake.EntityChange, tpl *intake.Template, docs map[string]*store.EntityDoc, by string, now time.Time) ([]*store.EntityDoc, error) {
+	var placeholders []*store.EntityDoc
+	for _, name := range sortedNames(c.Relations) {
+		rel := tpl.Relations[name]
+		for _, target := range relationIDs(c.Relations[name]) {
+			key := store.EntityKey(rel.Target, target)
+			if docs[key] != nil {
+				continue
+			}
+			if !c.CreateMissingRelated {
+				return nil, fmt.Errorf("Relation '%s' does not exist (%s -> %s)", target, name, rel.Target)
+			}
+			placeholders = append(placeholders, &store.EntityDoc{
+				ID: key, Template: rel.Target, Identifier: target,
+				Properties: map[string]any{}, Relations: map[string]any{},
+				CreatedAt: now, UpdatedAt: now, CreatedBy: by, UpdatedBy: by,
+			})
+		}
+	}
+	return placeholders, nil
+}
+
+func requiredRelations(tpl *intake.Template, doc *store.EntityDoc) error {
+	for _, name := range sortedNames(tpl.Relations) {
+		if tpl.Relations[name].Required && len(relationIDs(doc.Relations[name])) == 0 {
+			return fmt.Errorf("relation '%s' is required", name)
+		}
+	}
+	return nil
+}
+
+// merged computes the document to store: merge keeps what the mapping does not set, replace
+// makes the entity exactly the mapping's result. Defaults fill properties still absent.
+func merged(c *intake.EntityChange, existing *store.EntityDoc, ct *mappings.CompiledTemplate, by string, now time.Time) *store.EntityDoc {
+	doc := &store.EntityDoc{
+		ID: store.EntityKey(c.Template, c.Identifier), Template: c.Template, Identifier: c.Identifier,
+		Properties: map[string]any{}, Relations: map[string]any{},
+		CreatedAt: now, UpdatedAt: now, CreatedBy: by, UpdatedBy: by, EventTime: c.EventTime,
+	}
+	if existing != nil {
+		doc.CreatedAt, doc.CreatedBy = existing.CreatedAt, existing.CreatedBy
+		if doc.EventTime == nil {
+			doc.EventTime = existing.EventTime
+		}
+		if c.UpdateMode != intake.UpdateReplace {
+			doc.Title = existing.Title
+			maps.Copy(doc.Properties, existing.Properties)
+			maps.Copy(doc.Relations, existing.Relations)
+		}
+	}
+	if c.Title != nil {
+		doc.Title = *c.Title
+	}
+	maps.Copy(doc.Properties, c.Properties)
+	maps.Copy(doc.Relations, c.Relations)
+	for k, v := range ct.Defaults {
+		if _, ok := doc.Properties[k]; !ok {
+			doc.Properties[k] = v
+		}
+	}
+	return doc
+}
+
+// sameContent compares what an operator sees; JSON evens out numeric types read back from BSON.
+func sameContent(a, b *store.EntityDoc) bool {
+	ja, _ := json.Marshal([]any{a.Title, a.Properties, a.Relations})
+	jb, _ := json.Marshal([]any{b.Title, b.Properties, b.Relations})
+	return string(ja) == string(jb)
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,176 @@
+// Package activities holds the steps of the IngestWorkflow, one file per step. Pure steps
+// (Verify, Map, Validate) run as local activities; steps that touch the network (Upsert, Audit)
+// are regular activities with retry policies.
+package activities
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"intake"
+)
+
+// SignatureError says which signature check failed; it never contains a secret.
+type SignatureError struct{ Reason string }
+
+func (e *SignatureError) Error() string { return e.Reason }
+
+// Signature schemes.
+const (
+	SchemeAuto       = "auto"
+	SchemeHMACSHA256 = "hmac-sha256"
+	SchemeHMACSHA1   = "hmac-sha1"
+	SchemeStatic     = "static"
+	SchemeNone       = "none"
+)
+
+// Scheme returns the effective scheme ("auto" by default, "none" without security).
+func Scheme(sec *intake.Security) string {
+	switch {
+	case sec == nil:
+		return SchemeNone
+	case sec.Scheme == "":
+		return SchemeAuto
+	}
+	return sec.Scheme
+}
+
+// VerifySignature checks a delivery's raw body and headers (lower-case names) against the
+// integration's security. Every comparison is constant-time; any one of signature_value and
+// secrets may match, so secrets rotate without downtime. The receiver and the workflow's first
+// step both call it. credential reports that the header carried the secret itself (static
+// match): such a header must be redacted before it goes anywhere, and the verdict trusted later.
+func VerifySignature(sec *intake.Security, headers map[string]string, body []byte, _ time.Time) (credential bool, err error) {
+	scheme := Scheme(sec)
+	if scheme == SchemeNone {
+		return false, nil
+	}
+	got, ok := headers[strings.ToLower(sec.SignatureHeaderName)]
+	if !ok || got == "" {
+		return false, &SignatureError{Reason: fmt.Sprintf("signature header %s missing", sec.SignatureHeaderName)}
+	}
+	for _, secret := range candidates(sec) {
+		if ok, static := matches(scheme, secret, got, body); ok {
+			return static, nil
+		}
+	}
+	return false, &SignatureError{Reason: "signature mismatch"}
+}
+
+func candidates(sec *intake.Security) []string {
+	out := make([]string, 0, 1+len(sec.Secrets))
+	for _, s := range append([]string{sec.SignatureValue}, sec.Secrets...) {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func matches(scheme, secret, got string, body []byte) (ok, static bool) {
+	switch scheme {
+	case SchemeStatic:
+		return equal(got, secret), true
+	case SchemeHMACSHA256:
+		_, key := splitAlgorithm(secret)
+		return hmacMatches(sha256.New, key, got, body, true), false
+	case SchemeHMACSHA1:
+		_, key := splitAlgorithm(secret)
+		return hmacMatches(sha1.New, key, got, body, true), false
+	case SchemeAuto:
+		// The seed's semantics: the header is the secret itself, or the hex HMAC of the body
+		// keyed with it; a sha256=/sha1= prefix on the secret picks the algorithm.
+		algo, key := splitAlgorithm(secret)
+		staticOK := equal(got, secret) || (key != secret && equal(got, key))
+		h := sha256.New
+		if algo == "sha1" {
+			h = sha1.New
+		}
+		if staticOK {
+			return true, true
+		}
+		return hmacMatches(h, key, got, body, false), false
+	}
+	return false, false
+}
+
+func splitAlgorithm(secret string) (algo, key string) {
+	for _, a := range []string{"sha256", "sha1"} {
+		if rest, ok := strings.CutPrefix(secret, a+"="); ok {
+			return a, rest
+		}
+	}
+	return "", secret
+}
+
+func hmacMatches(h func() hash.Hash, key, got string, body []byte, allowBase64 bool) bool {
+	mac := hmac.New(h, []byte(key))
+	mac.Write(body)
+	want := mac.Sum(nil)
+	_, digest := splitAlgorithm(strings.TrimSpace(got))
+	if b, err := hex.DecodeString(strings.ToLower(digest)); err == nil && hmac.Equal(b, want) {
+		return true
+	}
+	if allowBase64 {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding} {
+			if b, err := enc.DecodeString(digest); err == nil && hmac.Equal(b, want) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// RedactHeaders masks credentials before headers enter a workflow: authorization and cookies
+// always, and the signature header when it carried the secret itself (credential).
+func RedactHeaders(sec *intake.Security, headers map[string]string, credential bool) map[string]string {
+	out := make(map[string]string, len(headers))
+	for k, v := range headers {
+		out[k] = v
+	}
+	for _, k := range []string{"authorization", "cookie", "proxy-authorization"} {
+		if _, ok := out[k]; ok {
+			out[k] = intake.Masked
+		}
+	}
+	if sec != nil && credential && sec.SignatureHeaderName != "" {
+		k := strings.ToLower(sec.SignatureHeaderName)
+		if _, ok := out[k]; ok {
+			out[k] = intake.Masked
+		}
+	}
+	return out
+}
+
+// Verify is the workflow's first step: it re-checks HMAC-family signatures over the exact bytes
+// about to be mapped; for credential schemes and replays it records the receiver's verdict.
+func (a *Activities) Verify(ctx context.Context, d intake.Delivery) error {
+	p, err := a.Catalog.Program(d.Integration)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrConfig, err)
+	}
+	if d.Origin != intake.OriginWebhook {
+		return nil // streams carry no signatures; replays trust the original receipt
+	}
+	sec := p.Integration.Security
+	if d.ReplayOf != "" || (d.Verified && sec != nil && d.Headers[strings.ToLower(sec.SignatureHeaderName)] == intake.Masked) {
+		return nil
+	}
+	if _, err := VerifySignature(sec, d.Headers, d.Body, d.ReceivedAt); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrSignatureInvalid, nil)
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+// Package api is intake's HTTP surface besides the webhook receiver: health, readiness and the
+// admin API (templates, integrations, entities, audit logs) behind a bearer token.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"intake/mappings"
+	"intake/starters/webhook"
+	"intake/store"
+)
+
+// Server is the admin API.
+type Server struct {
+	Store      *store.Store
+	Catalog    *mappings.Catalog
+	AdminToken string
+	Log        *slog.Logger
+	// Ready reports whether every part of the process is up (for /readyz).
+	Ready func(ctx context.Context) error
+}
+
+// Router builds the gin engine with the receiver and the admin API.
+func Router(s *Server, r *webhook.Receiver) *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	g := gin.New()
+	g.Use(gin.Recovery())
+	g.NoRoute(func(c *gin.Context) { webhook.Abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.URL.Path, nil) })
+	g.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	g.GET("/readyz", s.readyz)
+	if r != nil {
+		r.Register(g)
+	}
+	admin := g.Group("/api/v1", s.auth)
+	admin.GET("/templates", s.listTemplates)
+	admin.GET("/templates/:id", s.getTemplate)
+	admin.PUT("/templates/:id", s.putTemplate)
+	admin.DELETE("/templates/:id", s.deleteTemplate)
+	admin.GET("/integrations", s.listIntegrations)
+	admin.GET("/integrations/:id", s.getIntegration)
+	admin.PUT("/integrations/:id", s.putIntegration)
+	admin.DELETE("/integrations/:id", s.deleteIntegration)
+	admin.GET("/entities", s.listEntities)
+	admin.GET("/entities/:template/*identifier", s.getEntity)
+	admin.GET("/audit_logs", s.listAudit)
+	return g
+}
+
+func (s *Server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 3*time.Second)
+	defer cancel()
+	if err := s.Ready(ctx); err != nil {
+		webhook.Abort(c, http.StatusServiceUnavailable, "not_ready", err.Error(), nil)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "config_version": s.Catalog.Version()})
+}
+
+func (s *Server) auth(c *gin.Context) {
+	token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok || s.AdminToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) != 1 {
+		webhook.Abort(c, http.StatusUnauthorized, "unauthorized", "a valid admin bearer token is required", nil)
+		return
+	}
+	c.Next()
+}
+
+// storeError answers a store failure: 404 for absent documents, 503 otherwise.
+func (s *Server) storeError(c *gin.Context, what string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		webhook.Abort(c, http.StatusNotFound, "not_found", what+" not found", nil)
+	case errors.Is(err, store.ErrBadCursor):
+		webhook.Abort(c, http.StatusBadRequest, "invalid_cursor", "cursor is not one this API gave", nil)
+	default:
+		s.Log.Error("store request failed", "what", what, "err", err)
+		webhook.Abort(c, http.StatusServiceUnavailable, "store_unavailable", "the store did not answer: "+err.Error(), nil)
+	}
+}
+
+func decodeBody(c *gin.Context, v any) bool {
+	d := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, 4<<20))
+	if err := d.Decode(v); err != nil {
+		webhook.Abort(c, http.StatusBadRequest, "invalid_json", "body is not valid JSON for this resource: "+err.Error(), nil)
+		return false
+	}
+	return true
+}
+
+// refresh makes this process use a write at once (read-your-writes); others poll.
+func (s *Server) refresh(ctx context.Context) {
+	if err := s.Catalog.Refresh(ctx); err != nil {
+		s.Log.Warn("config refresh after write failed", "err", err)
+	}
+}
+
+// page reads limit (default 50, at most 1000) and cursor.
+func page(c *gin.Context) (int, string, bool) {
+	limit := 50
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			webhook.Abort(c, http.StatusBadRequest, "invalid_limit", "limit must be between 1 and 1000", nil)
+			return 0, "", false
+		}
+		limit = n
+	}
+	return limit, c.Query("cursor"), true
+}
+
+func listAnswer[T any](c *gin.Context, items []T, next string) {
+	if next != "" {
+		c.Header("X-Next-Cursor", next)
+	}
+	if items == nil {
+		items = []T{}
+	}
+	c.JSON(http.StatusOK, items)
+}
+
+func parseTime(c *gin.Context, name string) (time.Time, bool) {
+	v := c.Query(name)
+	if v == "" {
+		return time.Time{}, true
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		webhook.Abort(c, http.StatusBadRequest, "invalid_"+name, name+" must be an RFC 3339 time", nil)
+		return time.Time{}, false
+	}
+	return t, true
+}
+

@@ -1,0 +1,232 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"intake"
+	"intake/mappings"
+	"intake/starters/webhook"
+)
+
+func (s *Server) listTemplates(c *gin.Context) {
+	tpls, err := s.Store.ListTemplates(c.Request.Context())
+	if err != nil {
+		s.storeError(c, "templates", err)
+		return
+	}
+	listAnswer(c, tpls, "")
+}
+
+func (s *Server) getTemplate(c *gin.Context) {
+	t, err := s.Store.GetTemplate(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.storeError(c, "template "+c.Param("id"), err)
+		return
+	}
+	c.JSON(http.StatusOK, t)
+}
+
+func (s *Server) putTemplate(c *gin.Context) {
+	var t intake.Template
+	if !decodeBody(c, &t) || !sameID(c, &t.Identifier) {
+		return
+	}
+	created, err := s.ApplyTemplate(c.Request.Context(), &t)
+	if err != nil {
+		s.writeError(c, "template", err)
+		return
+	}
+	c.JSON(createdStatus(created), t)
+}
+
+// ApplyTemplate validates a template against the store and writes it.
+func (s *Server) ApplyTemplate(ctx context.Context, t *intake.Template) (created bool, err error) {
+	if t.Schema.Properties == nil {
+		t.Schema.Properties = map[string]json.RawMessage{}
+	}
+	existing, err := s.Store.ListTemplates(ctx)
+	if err != nil {
+		return false, err
+	}
+	known := map[string]bool{}
+	for _, e := range existing {
+		known[e.Identifier] = true
+	}
+	if _, err := mappings.CompileTemplate(t, known); err != nil {
+		return false, err
+	}
+	if created, err = s.Store.PutTemplate(ctx, t); err != nil {
+		return false, err
+	}
+	s.refresh(ctx)
+	return created, nil
+}
+
+// writeError answers a failed write: 400 for invalid configuration, else a store error.
+func (s *Server) writeError(c *gin.Context, what string, err error) {
+	var ce *mappings.ConfigError
+	if errors.As(err, &ce) {
+		webhook.Abort(c, http.StatusBadRequest, "invalid_config", ce.Error(), ce.Problems)
+		return
+	}
+	s.storeError(c, what, err)
+}
+
+func (s *Server) deleteTemplate(c *gin.Context) {
+	id := c.Param("id")
+	ctx := c.Request.Context()
+	tpls, ints, err := s.Store.LoadConfig(ctx)
+	if err != nil {
+		s.storeError(c, "config", err)
+		return
+	}
+	var users []string
+	for _, in := range ints {
+		for _, m := range in.Mappings {
+			if m.Template == id {
+				users = append(users, "integrations/"+in.Identifier)
+				break
+			}
+		}
+	}
+	for _, t := range tpls {
+		for name, r := range t.Relations {
+			if r.Target == id && t.Identifier != id {
+				users = append(users, "templates/"+t.Identifier+".relations."+name)
+			}
+		}
+	}
+	if len(users) > 0 {
+		webhook.Abort(c, http.StatusConflict, "template_in_use", "template "+id+" is still used", users)
+		return
+	}
+	if err := s.Store.DeleteTemplate(ctx, id); err != nil {
+		s.storeError(c, "template "+id, err)
+		return
+	}
+	s.refresh(c.Request.Context())
+	c.Status(http.StatusNoContent)
+}
+
+func (s *Server) listIntegrations(c *gin.Context) {
+	ints, err := s.Store.ListIntegrations(c.Request.Context())
+	if err != nil {
+		s.storeError(c, "integrations", err)
+		return
+	}
+	for i := range ints {
+		maskSecrets(&ints[i])
+	}
+	listAnswer(c, ints, "")
+}
+
+func (s *Server) getIntegration(c *gin.Context) {
+	in, err := s.Store.GetIntegration(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.storeError(c, "integration "+c.Param("id"), err)
+		return
+	}
+	maskSecrets(in)
+	c.JSON(http.StatusOK, in)
+}
+
+func (s *Server) putIntegration(c *gin.Context) {
+	var in intake.Integration
+	if !decodeBody(c, &in) || !sameID(c, &in.Identifier) {
+		return
+	}
+	created, err := s.ApplyIntegration(c.Request.Context(), &in)
+	if err != nil {
+		s.writeError(c, "integration", err)
+		return
+	}
+	maskSecrets(&in)
+	c.JSON(createdStatus(created), in)
+}
+
+// ApplyIntegration validates an integration against the stored templates and writes it.
+func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (created bool, err error) {
+	tpls, err := s.Store.ListTemplates(ctx)
+	if err != nil {
+		return false, err
+	}
+	byID := make(map[string]*intake.Template, len(tpls))
+	for i := range tpls {
+		byID[tpls[i].Identifier] = &tpls[i]
+	}
+	// A masked secret sent back unchanged (GET, edit, PUT) keeps the stored one.
+	if prev, err := s.Store.GetIntegration(ctx, in.Identifier); err == nil {
+		keepMaskedSecrets(in, prev)
+	}
+	if _, err := mappings.Compile(*in, byID); err != nil {
+		return false, err
+	}
+	if created, err = s.Store.PutIntegration(ctx, in); err != nil {
+		return false, err
+	}
+	s.refresh(ctx)
+	return created, nil
+}
+
+func (s *Server) deleteIntegration(c *gin.Context) {
+	if err := s.Store.DeleteIntegration(c.Request.Context(), c.Param("id")); err != nil {
+		s.storeError(c, "integration "+c.Param("id"), err)
+		return
+	}
+	s.refresh(c.Request.Context())
+	c.Status(http.StatusNoContent)
+}
+
+func sameID(c *gin.Context, id *string) bool {
+	if *id == "" {
+		*id = c.Param("id")
+	}
+	if *id != c.Param("id") {
+		webhook.Abort(c, http.StatusBadRequest, "identifier_mismatch", "identifier in the body differs from the URL",
+			[]mappings.FieldError{{Field: "identifier", Message: "must be " + c.Param("id")}})
+		return false
+	}
+	return true
+}
+
+func createdStatus(created bool) int {
+	if created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+func maskSecrets(in *intake.Integration) {
+	if in.Security == nil {
+		return
+	}
+	sec := *in.Security
+	if sec.SignatureValue != "" {
+		sec.SignatureValue = intake.Masked
+	}
+	masked := make([]string, len(sec.Secrets))
+	for i := range masked {
+		masked[i] = intake.Masked
+	}
+	sec.Secrets = masked
+	in.Security = &sec
+}
+
+func keepMaskedSecrets(in, prev *intake.Integration) {
+	if in.Security == nil || prev.Security == nil {
+		return
+	}
+	if in.Security.SignatureValue == intake.Masked {
+		in.Security.SignatureValue = prev.Security.SignatureValue
+	}
+	for i, s := range in.Security.Secrets {
+		if s == intake.Masked && i < len(prev.Security.Secrets) {
+			in.Security.Secrets[i] = prev.Security.Secrets[i]
+		}
+	}
+}

@@ -1,0 +1,59 @@
+// Command intake is the ingestion worker: `intake dev` runs everything in one process on this
+// machine; `intake serve` runs the receiver and worker roles against outside services.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `intake turns webhook, Kafka and Pub/Sub deliveries into catalog entities, one Temporal
+workflow per delivery.
+
+Usage:
+  intake dev    [flags]   everything on this machine: embedded Temporal (+ Web UI), embedded
+                          MongoDB-protocol server, receiver, admin API and worker
+  intake serve  [flags]   production roles against a Temporal cluster and MongoDB
+  intake help             this text
+
+Run "intake dev -h" or "intake serve -h" for the flags; each has an environment variable.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "dev":
+		err = runDev(ctx, args)
+	case "serve":
+		err = runServe(ctx, args)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "intake:", err)
+		os.Exit(1)
+	}
+}
+
+func parse(name string, args []string, dev bool) (*settings, error) {
+	s := &settings{}
+	fs := flag.NewFlagSet("intake "+name, flag.ContinueOnError)
+	s.bind(fs, dev)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

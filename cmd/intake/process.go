@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"intake"
+	"intake/activities"
+	"intake/api"
+	"intake/mappings"
+	"intake/starters"
+	"intake/starters/webhook"
+	"intake/store"
+	"intake/workflows"
+)
+
+// process is one running intake: store, config catalog, Temporal client, and the roles asked.
+type process struct {
+	cfg     *settings
+	log     *slog.Logger
+	store   *store.Store
+	catalog *mappings.Catalog
+	client  client.Client
+	worker  worker.Worker
+	api     *api.Server
+	http    *http.Server
+	httpURL string
+
+	configured atomic.Bool // examples loaded (or not needed)
+	cancel     context.CancelFunc
+}
+
+// startProcess connects to the store and Temporal and starts the roles in cfg.Roles.
+func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI, temporalAddr, adminToken string) (*process, error) {
+	p := &process{cfg: cfg, log: log}
+	var err error
+	if p.store, err = store.Open(ctx, mongoURI, cfg.MongoDatabase); err != nil {
+		return nil, err
+	}
+	p.catalog = mappings.NewCatalog(p.store, log)
+	if err := p.catalog.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go p.catalog.Watch(bg, time.Second)
+
+	p.client, err = client.NewLazyClient(client.Options{
+		HostPort:  temporalAddr,
+		Namespace: cfg.TemporalNamespace,
+		Logger:    sdklog.NewStructuredLogger(log.With("component", "temporal-sdk")),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("temporal client: %w", err)
+	}
+	if cfg.hasRole("worker") {
+		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{})
+		p.worker.RegisterWorkflow(workflows.IngestWorkflow)
+		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log})
+		if err := p.worker.Start(); err != nil {
+			return nil, fmt.Errorf("start worker: %w", err)
+		}
+	}
+	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready}
+	var receiver *webhook.Receiver
+	if cfg.hasRole("receiver") {
+		receiver = &webhook.Receiver{
+			Catalog: p.catalog, Starter: &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue},
+			Audit: p.store, Log: log, MaxBody: cfg.MaxBody,
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	p.httpURL = "http://" + ln.Addr().String()
+	p.http = &http.Server{Handler: api.Router(p.api, receiver), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := p.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	p.configured.Store(true)
+	return p, nil
+}
+
+// ready is /readyz: Temporal, the store, the worker and the config cache.
+func (p *process) ready(ctx context.Context) error {
+	if !p.configured.Load() {
+		return errors.New("loading examples")
+	}
+	if !p.catalog.Ready() {
+		return errors.New("configuration not loaded")
+	}
+	if err := p.store.Ping(ctx); err != nil {
+		return err
+	}
+	if _, err := p.client.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+		return fmt.Errorf("temporal: %w", err)
+	}
+	return nil
+}
+
+// stop shuts the roles down: HTTP first (no new deliveries), then the worker.
+func (p *process) stop(ctx context.Context) {
+	if p.http != nil {
+		_ = p.http.Shutdown(ctx)
+	}
+	if p.worker != nil {
+		p.worker.Stop()
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+	if p.client != nil {
+		p.client.Close()
+	}
+	if p.store != nil {
+		_ = p.store.Close(ctx)
+	}
+}
+
+// runServe is the production entry point.
+func runServe(ctx context.Context, args []string) error {
+	cfg, err := parse("serve", args, false)
+	if err != nil {
+		return err
+	}
+	log := cfg.logger()
+	if cfg.MongoURI == "" {
+		return errors.New("serve needs INTAKE_MONGODB_URI (or --mongodb-uri)")
+	}
+	if cfg.AdminToken == "" {
+		return errors.New("serve needs INTAKE_ADMIN_TOKEN (or --admin-token)")
+	}
+	p, err := startProcess(ctx, cfg, log, cfg.MongoURI, cfg.TemporalAddr, cfg.AdminToken)
+	if err != nil {
+		return err
+	}
+	log.Info("intake serving", "http", p.httpURL, "roles", cfg.Roles, "temporal", cfg.TemporalAddr)
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	p.stop(sctx)
+	return nil
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// settings are the process configuration: every one has a flag and an environment variable.
+type settings struct {
+	DataDir           string
+	HTTPAddr          string
+	TemporalAddr      string
+	TemporalUIAddr    string
+	TemporalNamespace string
+	MongoURI          string
+	MongoAddr         string
+	MongoDatabase     string
+	AdminToken        string
+	LogLevel          string
+	MaxBody           int64
+	Roles             string
+	LoadExamples      bool
+}
+
+// bind declares the flags, with defaults taken from the environment.
+func (s *settings) bind(fs *flag.FlagSet, dev bool) {
+	httpDefault := ":8080"
+	if dev {
+		httpDefault = "127.0.0.1:8080"
+	}
+	str := func(p *string, name, env, def, usage string) {
+		fs.StringVar(p, name, envOr(env, def), usage+" ($"+env+")")
+	}
+	str(&s.DataDir, "data-dir", "INTAKE_DATA_DIR", ".intake", "folder for all embedded state")
+	str(&s.HTTPAddr, "http-addr", "INTAKE_HTTP_ADDR", httpDefault, "receiver and admin API address")
+	str(&s.TemporalAddr, "temporal-addr", "INTAKE_TEMPORAL_ADDRESS", "127.0.0.1:7233", "Temporal frontend (dev: where the embedded one listens)")
+	str(&s.TemporalUIAddr, "temporal-ui-addr", "INTAKE_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "embedded Temporal Web UI address (dev)")
+	str(&s.TemporalNamespace, "temporal-namespace", "INTAKE_TEMPORAL_NAMESPACE", "default", "Temporal namespace")
+	str(&s.MongoURI, "mongodb-uri", "INTAKE_MONGODB_URI", "", "MongoDB URI (dev: unset runs the embedded server)")
+	str(&s.MongoAddr, "mongodb-addr", "INTAKE_MONGODB_ADDR", "127.0.0.1:27017", "embedded MongoDB-protocol server address (dev)")
+	str(&s.MongoDatabase, "mongodb-database", "INTAKE_MONGODB_DATABASE", "intake", "MongoDB database")
+	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
+	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker", "serve: comma-separated roles (receiver, worker)")
+	maxBody, _ := strconv.ParseInt(envOr("INTAKE_MAX_BODY_BYTES", "1048576"), 10, 64)
+	fs.Int64Var(&s.MaxBody, "max-body-bytes", maxBody, "webhook body limit ($INTAKE_MAX_BODY_BYTES)")
+	examples := envOr("INTAKE_LOAD_EXAMPLES", "true") != "false"
+	fs.BoolVar(&s.LoadExamples, "examples", examples, "dev: load examples/ on the first start ($INTAKE_LOAD_EXAMPLES)")
+}
+
+func (s *settings) hasRole(role string) bool {
+	for _, r := range strings.Split(s.Roles, ",") {
+		if strings.TrimSpace(r) == role {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *settings) logger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "unknown log level %q, using info\n", s.LogLevel)
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}

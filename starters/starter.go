@@ -1,0 +1,90 @@
+// Package starters turns received messages (webhook requests, Kafka records, Pub/Sub messages)
+// into Deliveries and starts one IngestWorkflow each. Transports differ only in how they build
+// the Delivery and when they acknowledge: always after Start returned without error.
+package starters
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	enumspb "go.temporal.io/api/enums/v1"
+
+	"intake"
+	"intake/workflows"
+)
+
+// Started says what became of a start request.
+type Started struct {
+	DeliveryID string `json:"delivery_id"`
+	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id"`
+	Duplicate  bool   `json:"duplicate"`
+}
+
+// ErrUnavailable means Temporal could not take the delivery; the sender should retry.
+var ErrUnavailable = errors.New("temporal is unavailable")
+
+// Starter starts IngestWorkflows.
+type Starter struct {
+	Client    client.Client
+	TaskQueue string
+}
+
+// maxKeyLength keeps workflow IDs well inside Temporal's limits.
+const maxKeyLength = 160
+
+// DeliveryKey keeps a key that is made of URL-safe characters and replaces any other by a hex
+// digest, so every workflow ID works in UI links and API paths without escaping.
+func DeliveryKey(raw string) string {
+	ok := raw != "" && len(raw) <= maxKeyLength
+	for i := 0; ok && i < len(raw); i++ {
+		c := raw[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-'
+	}
+	if ok {
+		return raw
+	}
+	sum := sha256.Sum256([]byte(raw))
+	return hex.EncodeToString(sum[:16])
+}
+
+// WorkflowID is the ID of a delivery's workflow.
+func WorkflowID(integration, key string) string { return "ingest." + integration + "." + key }
+
+// Start starts the delivery's workflow, or finds the one already started with its ID: a key
+// that is running or succeeded is not processed twice; a failed one may run again.
+func (s *Starter) Start(ctx context.Context, d intake.Delivery) (Started, error) {
+	d.Key = DeliveryKey(d.Key)
+	d.ID = d.Integration + "." + d.Key
+	wid := WorkflowID(d.Integration, d.Key)
+	opts := client.StartWorkflowOptions{
+		ID:                    wid,
+		TaskQueue:             s.TaskQueue,
+		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+		// Fail (not UseExisting) on a running duplicate: the SDK does not tell whether
+		// UseExisting started a run, and the answer must say "duplicate". Either way the
+		// running workflow is the one that processes the key.
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.AttrIntegration.ValueSet(d.Integration),
+			workflows.AttrOrigin.ValueSet(d.Origin),
+		),
+	}
+	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.IngestWorkflow, d)
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	switch {
+	case errors.As(err, &already):
+		return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: already.RunId, Duplicate: true}, nil
+	case err != nil:
+		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
+	}
+	return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: run.GetRunID()}, nil
+}

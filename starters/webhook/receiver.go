@@ -1,0 +1,206 @@
+// Package webhook is the HTTP starter: POST /webhooks/{integration} checks the request
+// synchronously (integration, rate limit, size, signature, JSON), starts the delivery's
+// workflow and answers 202 only once Temporal owns it.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/oklog/ulid/v2"
+	"golang.org/x/time/rate"
+
+	"intake"
+	"intake/activities"
+	"intake/mappings"
+	"intake/starters"
+)
+
+// DefaultMaxBody is the body limit, well under Temporal's 2 MB payload limit.
+const DefaultMaxBody = 1 << 20
+
+// AuditWriter records refused signatures (the store).
+type AuditWriter interface {
+	InsertAudit(ctx context.Context, entries []intake.AuditEntry) error
+}
+
+// Observer is told about outcomes for metrics; nil is allowed.
+type Observer interface {
+	Accepted(integration string, d time.Duration)
+	SignatureFailed(integration string)
+	StartFailed(integration string)
+}
+
+// Receiver serves webhook deliveries.
+type Receiver struct {
+	Catalog *mappings.Catalog
+	Starter *starters.Starter
+	Audit   AuditWriter
+	Log     *slog.Logger
+	MaxBody int64
+	Observe Observer
+
+	mu       sync.Mutex
+	limiters map[string]*limiter
+}
+
+type limiter struct {
+	cfg intake.RateLimit
+	l   *rate.Limiter
+}
+
+// Register mounts the receiver.
+func (r *Receiver) Register(g gin.IRoutes) {
+	g.POST("/webhooks/:integration", r.receive)
+}
+
+func (r *Receiver) receive(c *gin.Context) {
+	start := time.Now()
+	id := c.Param("integration")
+	p, err := r.Catalog.Program(id)
+	if errors.Is(err, mappings.ErrUnknownIntegration) {
+		Abort(c, http.StatusNotFound, "integration_not_found", "no integration "+id, nil)
+		return
+	}
+	if err != nil {
+		Abort(c, http.StatusInternalServerError, "integration_invalid", err.Error(), nil)
+		return
+	}
+	in := &p.Integration
+	if !in.IsEnabled() {
+		Abort(c, http.StatusForbidden, "integration_disabled", "integration "+id+" is disabled", nil)
+		return
+	}
+	if in.SourceKind() != intake.SourceWebhook {
+		Abort(c, http.StatusNotFound, "integration_not_found", "integration "+id+" does not receive webhooks", nil)
+		return
+	}
+	if !r.allow(in) {
+		c.Header("Retry-After", "1")
+		Abort(c, http.StatusTooManyRequests, "rate_limited", "integration "+id+" is over its rate limit", nil)
+		return
+	}
+	max := r.MaxBody
+	if max <= 0 {
+		max = DefaultMaxBody
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, max))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		Abort(c, http.StatusRequestEntityTooLarge, "body_too_large", "body is over the limit", gin.H{"limit_bytes": max})
+		return
+	}
+	if err != nil {
+		Abort(c, http.StatusBadRequest, "bad_request", "reading body: "+err.Error(), nil)
+		return
+	}
+	received := time.Now().UTC()
+	headers := Headers(c.Request.Header)
+	credential, err := activities.VerifySignature(in.Security, headers, body, received)
+	if err != nil {
+		r.refuse(c, in.Identifier, received, err)
+		return
+	}
+	var payload any
+	if err := json.Unmarshal(body, &payload); err != nil {
+		Abort(c, http.StatusBadRequest, "invalid_json", "body is not JSON: "+err.Error(), nil)
+		return
+	}
+	d := intake.Delivery{
+		Integration: in.Identifier,
+		Origin:      intake.OriginWebhook,
+		Body:        body,
+		Headers:     activities.RedactHeaders(in.Security, headers, credential),
+		Meta:        map[string]any{},
+		ReceivedAt:  received,
+		Verified:    true,
+	}
+	d.Key = r.requestKey(c.Request.Context(), p, payload, d)
+	started, err := r.Starter.Start(c.Request.Context(), d)
+	if err != nil {
+		if r.Observe != nil {
+			r.Observe.StartFailed(in.Identifier)
+		}
+		r.Log.Error("workflow start failed", "integration", in.Identifier, "err", err)
+		c.Header("Retry-After", "5")
+		Abort(c, http.StatusServiceUnavailable, "temporal_unavailable", "the delivery could not be accepted now; retry later", nil)
+		return
+	}
+	if r.Observe != nil {
+		r.Observe.Accepted(in.Identifier, time.Since(start))
+	}
+	r.Log.Info("delivery accepted", "integration", in.Identifier, "delivery_id", started.DeliveryID,
+		"workflow_id", started.WorkflowID, "run_id", started.RunID, "duplicate", started.Duplicate)
+	c.JSON(http.StatusAccepted, started)
+}
+
+// requestKey is the request_identifier's value when it yields one, else a fresh ULID.
+func (r *Receiver) requestKey(ctx context.Context, p *mappings.Program, payload any, d intake.Delivery) string {
+	if p.RequestIdentifier != nil {
+		vals, err := p.RequestIdentifier.Run(ctx, payload, activities.EnvOf(d))
+		if err != nil {
+			r.Log.Warn("request_identifier failed; using a fresh key", "integration", d.Integration, "err", err)
+		}
+		for _, v := range vals {
+			if s, ok := v.(string); ok && s != "" {
+				return s
+			}
+		}
+	}
+	return strings.ToLower(ulid.Make().String())
+}
+
+// refuse answers 401 and records the refusal where operators look, never with the secret.
+func (r *Receiver) refuse(c *gin.Context, integration string, at time.Time, err error) {
+	if r.Observe != nil {
+		r.Observe.SignatureFailed(integration)
+	}
+	r.Log.Warn("webhook signature refused", "integration", integration, "reason", err.Error(),
+		"remote", c.ClientIP())
+	entry := intake.AuditEntry{
+		ID:           strings.ToLower(ulid.Make().String()),
+		Action:       intake.ActionAuthenticate,
+		ResourceType: "delivery",
+		Trigger:      intake.AuditTrigger{At: at, By: intake.AuditBy{IntegrationID: integration}, Origin: intake.OriginWebhook},
+		Message:      err.Error(),
+		Status:       intake.StatusFailure,
+	}
+	if aerr := r.Audit.InsertAudit(c.Request.Context(), []intake.AuditEntry{entry}); aerr != nil {
+		r.Log.Error("audit of refused signature failed", "integration", integration, "err", aerr)
+	}
+	Abort(c, http.StatusUnauthorized, "signature_invalid", err.Error(), nil)
+}
+
+func (r *Receiver) allow(in *intake.Integration) bool {
+	if in.RateLimit == nil {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.limiters == nil {
+		r.limiters = map[string]*limiter{}
+	}
+	l := r.limiters[in.Identifier]
+	if l == nil || l.cfg != *in.RateLimit {
+		l = &limiter{cfg: *in.RateLimit, l: rate.NewLimiter(rate.Limit(in.RateLimit.PerSecond), in.RateLimit.Burst)}
+		r.limiters[in.Identifier] = l
+	}
+	return l.l.Allow()
+}
+
+// Headers lower-cases names and joins repeated values with ", ".
+func Headers(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		out[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	return out
+}

@@ -1,0 +1,151 @@
+// Package workflows holds the deterministic orchestration of a delivery. It only orders steps;
+// every step that does work is an activity.
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"intake"
+	"intake/activities"
+)
+
+// Search attribute keys set on every ingest workflow (Keyword, no payload data).
+var (
+	AttrIntegration = temporal.NewSearchAttributeKeyKeyword("IntakeIntegration")
+	AttrOrigin      = temporal.NewSearchAttributeKeyKeyword("IntakeOrigin")
+	AttrTemplate    = temporal.NewSearchAttributeKeyKeyword("IntakeTemplate")
+	AttrOutcome     = temporal.NewSearchAttributeKeyKeyword("IntakeOutcome")
+)
+
+// Retry policies: local steps are pure and fail for good; store steps retry without limit, with
+// backoff, until the store is back.
+var (
+	localOptions = workflow.LocalActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+	}
+	storeOptions = workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    time.Minute,
+			MaximumAttempts:    0, // unlimited
+		},
+	}
+)
+
+// IngestWorkflow runs one delivery: Verify, Map, Validate, Upsert, Audit, Finish.
+func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResult, error) {
+	var a *activities.Activities
+	info := workflow.GetInfo(ctx)
+	ref := activities.Ref{
+		DeliveryID: d.ID, Integration: d.Integration, Origin: d.Origin,
+		WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
+	}
+	result := &intake.IngestResult{DeliveryID: d.ID}
+	lctx := workflow.WithLocalActivityOptions(ctx, localOptions)
+	actx := workflow.WithActivityOptions(ctx, storeOptions)
+
+	// step 1, verify the signature over the exact bytes about to be mapped
+	if err := workflow.ExecuteLocalActivity(lctx, a.Verify, d).Get(ctx, nil); err != nil {
+		return nil, finish(ctx, result, err)
+	}
+
+	// step 2, filter and map with JQ
+	var mapped activities.MapResult
+	if err := workflow.ExecuteLocalActivity(lctx, a.Map, d).Get(ctx, &mapped); err != nil {
+		return nil, finish(ctx, result, err)
+	}
+	result.Mappings, result.Entities = mapped.Mappings, mapped.Entities
+	if len(mapped.Mappings) > 0 {
+		_ = workflow.UpsertTypedSearchAttributes(ctx, AttrTemplate.ValueSet(mapped.Mappings[0].Template))
+	}
+	if len(result.Entities) == 0 {
+		return result, finish(ctx, result, nil)
+	}
+
+	// step 3, validate against the templates
+	if err := workflow.ExecuteLocalActivity(lctx, a.Validate, result.Entities).Get(ctx, &result.Entities); err != nil {
+		return nil, finish(ctx, result, err)
+	}
+
+	// step 4, upsert or delete in the store (retried until the store answers)
+	if anyPending(result.Entities) {
+		in := activities.UpsertInput{Ref: ref, Changes: result.Entities}
+		if err := workflow.ExecuteActivity(actx, a.Upsert, in).Get(ctx, &result.Entities); err != nil {
+			return nil, finish(ctx, result, err)
+		}
+	}
+
+	// step 5, audit every entity outcome
+	audit := activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Changes: result.Entities}
+	if err := workflow.ExecuteActivity(actx, a.Audit, audit).Get(ctx, nil); err != nil {
+		return nil, finish(ctx, result, err)
+	}
+
+	// step 6, finish: a delivery with a failed entity ends as a failed workflow
+	err := finish(ctx, result, entityFailure(result.Entities))
+	if err != nil {
+		return nil, err
+	}
+	return result, nil
+}
+
+func anyPending(changes []intake.EntityChange) bool {
+	for i := range changes {
+		if !changes[i].Failed() {
+			return true
+		}
+	}
+	return false
+}
+
+// entityFailure is the typed error of the first failed entity, carrying the whole result.
+func entityFailure(changes []intake.EntityChange) error {
+	failed := 0
+	var first *intake.EntityChange
+	for i := range changes {
+		if changes[i].Failed() {
+			failed++
+			if first == nil {
+				first = &changes[i]
+			}
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	msg := first.Message
+	if failed > 1 {
+		msg = fmt.Sprintf("%d of %d entities failed; first: %s", failed, len(changes), first.Message)
+	}
+	return temporal.NewNonRetryableApplicationError(msg, first.ErrorType, nil)
+}
+
+// finish sets the outcome on the result and the search attributes.
+func finish(ctx workflow.Context, result *intake.IngestResult, err error) error {
+	switch {
+	case err != nil:
+		result.Outcome = intake.DeliveryFailed
+	case len(result.Entities) == 0:
+		result.Outcome = intake.DeliveryFiltered
+	default:
+		result.Outcome = intake.DeliverySucceeded
+	}
+	_ = workflow.UpsertTypedSearchAttributes(ctx, AttrOutcome.ValueSet(result.Outcome))
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			// Keep the typed error, with the per-entity results as details for the delivery record.
+			return temporal.NewNonRetryableApplicationError(appErr.Message(), appErr.Type(), nil, result)
+		}
+		return err
+	}
+	return nil
+}
