@@ -35,7 +35,9 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
 	g.Use(gin.Recovery())
-	g.NoRoute(func(c *gin.Context) { webhook.Abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.URL.Path, nil) })
+	g.NoRoute(func(c *gin.Context) {
+		webhook.Abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.URL.Path, nil)
+	})
 	g.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	g.GET("/readyz", s.readyz)
 	if r != nil {
@@ -140,4 +142,3 @@ func parseTime(c *gin.Context, name string) (time.Time, bool) {
 	}
 	return t, true
 }
-

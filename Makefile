@@ -1,0 +1,37 @@
+# intake: every target a developer or CI needs. `make help` lists them.
+export GOTOOLCHAIN := local
+GO      ?= go
+BIN     := bin/intake
+PKGS    := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build the intake binary into bin/
+	$(GO) build -o $(BIN) ./cmd/intake
+
+.PHONY: run
+run: build ## run everything on this machine (intake dev): Temporal + UI :8233, MongoDB :27017, API :8080
+	./$(BIN) dev
+
+.PHONY: test
+test: lint ## lint, then unit, workflow and end-to-end tests
+	$(GO) test -count=1 -timeout 25m $(PKGS)
+
+.PHONY: test-unit
+test-unit: ## unit and workflow tests only (no servers)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests)
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+.PHONY: bench
+bench: build ## load benchmark: signed webhooks through the embedded stack, with its ceilings
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/

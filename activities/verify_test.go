@@ -1,0 +1,113 @@
+package activities_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"intake"
+	"intake/activities"
+)
+
+// GitHub's published example (docs: "Validating webhook deliveries").
+const (
+	githubSecret    = "It's a Secret to Everybody"
+	githubPayload   = "Hello, World!"
+	githubSignature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+)
+
+
+func hmacOf(newHash string, key, body string) []byte {
+	var m = hmac.New(sha256.New, []byte(key))
+	if newHash == "sha1" {
+		m = hmac.New(sha1.New, []byte(key))
+	}
+	m.Write([]byte(body))
+	return m.Sum(nil)
+}
+
+func TestVerifySignature(t *testing.T) {
+	body := `{"a":1}`
+	sha256hex := hex.EncodeToString(hmacOf("sha256", "k1", body))
+	sha1hex := hex.EncodeToString(hmacOf("sha1", "k1", body))
+	tests := []struct {
+		name       string
+		sec        intake.Security
+		header     string // value of X-Sig; "" = absent
+		body       string
+		wantErr    string
+		credential bool
+	}{
+		{"github published vector, auto with sha256= key prefix", intake.Security{SignatureHeaderName: "X-Hub-Signature-256", SignatureValue: "sha256=" + githubSecret}, githubSignature, githubPayload, "", false},
+		{"github published vector, hmac-sha256", intake.Security{SignatureHeaderName: "X-Hub-Signature-256", SignatureValue: githubSecret, Scheme: "hmac-sha256"}, githubSignature, githubPayload, "", false},
+		{"github published vector, upper-case hex", intake.Security{SignatureHeaderName: "X-Hub-Signature-256", SignatureValue: githubSecret, Scheme: "hmac-sha256"}, strings.ToUpper(githubSignature[7:]), githubPayload, "", false},
+		{"github vector with a changed body is refused", intake.Security{SignatureHeaderName: "X-Hub-Signature-256", SignatureValue: githubSecret, Scheme: "hmac-sha256"}, githubSignature, githubPayload + " ", "signature mismatch", false},
+		{"auto accepts the header equal to the secret", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "k1"}, "k1", body, "", true},
+		{"auto accepts hex hmac without prefix", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "k1"}, sha256hex, body, "", false},
+		{"auto sha1= prefix selects HMAC-SHA1", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "sha1=k1"}, "sha1=" + sha1hex, body, "", false},
+		{"hmac-sha256 base64 digest", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "k1", Scheme: "hmac-sha256"}, base64.StdEncoding.EncodeToString(hmacOf("sha256", "k1", body)), body, "", false},
+		{"hmac-sha1", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "k1", Scheme: "hmac-sha1"}, "sha1=" + sha1hex, body, "", false},
+		{"hmac-sha1 refuses a sha256 digest", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "k1", Scheme: "hmac-sha1"}, sha256hex, body, "signature mismatch", false},
+		{"static", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "tok", Scheme: "static"}, "tok", body, "", true},
+		{"static wrong", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "tok", Scheme: "static"}, "tok2", body, "signature mismatch", false},
+		{"hmac is not accepted as static", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "k1", Scheme: "static"}, sha256hex, body, "signature mismatch", false},
+		{"rotated secret matches", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "old", Secrets: []string{"k1"}, Scheme: "hmac-sha256"}, sha256hex, body, "", false},
+		{"wrong secret", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "other"}, sha256hex, body, "signature mismatch", false},
+		{"missing header", intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: "k1"}, "", body, "signature header X-Sig missing", false},
+		{"none accepts anything", intake.Security{Scheme: "none", AllowUnsigned: true}, "", body, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			headers := map[string]string{}
+			if tt.header != "" {
+				headers[strings.ToLower(tt.sec.SignatureHeaderName)] = tt.header
+			}
+			credential, err := activities.VerifySignature(&tt.sec, headers, []byte(tt.body), time.Now())
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "signature")
+				assert.Equal(t, tt.wantErr, err.Error())
+				for _, s := range append([]string{tt.sec.SignatureValue}, tt.sec.Secrets...) {
+					if s != "" {
+						assert.NotContains(t, err.Error(), s, "a refusal never names a secret")
+					}
+				}
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.credential, credential)
+		})
+	}
+}
+
+func TestRedactHeaders(t *testing.T) {
+	sec := &intake.Security{SignatureHeaderName: "X-Token", SignatureValue: "s3cret", Scheme: "static"}
+	in := map[string]string{"x-token": "s3cret", "authorization": "Bearer abc", "cookie": "a=b", "x-other": "keep"}
+	out := activities.RedactHeaders(sec, in, true)
+	assert.Equal(t, intake.Masked, out["x-token"])
+	assert.Equal(t, intake.Masked, out["authorization"])
+	assert.Equal(t, intake.Masked, out["cookie"])
+	assert.Equal(t, "keep", out["x-other"])
+	assert.Equal(t, "s3cret", in["x-token"], "the input map is not modified")
+	hm := activities.RedactHeaders(sec, map[string]string{"x-token": "sha256=abcd"}, false)
+	assert.Equal(t, "sha256=abcd", hm["x-token"], "an HMAC digest is not a secret and stays for re-verification")
+}
+
+func TestAuditIDsAreDeterministicPerRun(t *testing.T) {
+	a := activities.AuditID("wf", "run1", 0, 1)
+	assert.Equal(t, a, activities.AuditID("wf", "run1", 0, 1))
+	assert.NotEqual(t, a, activities.AuditID("wf", "run2", 0, 1))
+	assert.NotEqual(t, a, activities.AuditID("wf", "run1", 1, 0))
+	assert.Len(t, a, 32)
+	_, err := hex.DecodeString(a)
+	assert.NoError(t, err)
+}
+

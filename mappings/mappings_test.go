@@ -1,0 +1,240 @@
+package mappings_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"intake"
+	"intake/examples"
+	"intake/mappings"
+)
+
+func exampleTemplates(t *testing.T) map[string]*intake.Template {
+	t.Helper()
+	tpls, err := examples.Templates()
+	require.NoError(t, err)
+	out := map[string]*intake.Template{}
+	for i := range tpls {
+		out[tpls[i].Identifier] = &tpls[i]
+	}
+	return out
+}
+
+func exampleProgram(t *testing.T, id string) *mappings.Program {
+	t.Helper()
+	ints, err := examples.Integrations()
+	require.NoError(t, err)
+	for _, in := range ints {
+		if in.Identifier == id {
+			p, err := mappings.Compile(in, exampleTemplates(t))
+			require.NoError(t, err)
+			return p
+		}
+	}
+	t.Fatalf("no example integration %s", id)
+	return nil
+}
+
+func run(t *testing.T, p *mappings.Program, body string, headers map[string]string) ([]intake.MappingOutcome, []intake.EntityChange) {
+	t.Helper()
+	var payload any
+	require.NoError(t, json.Unmarshal([]byte(body), &payload))
+	return p.Map(context.Background(), payload, mappings.Env{Headers: headers, Meta: map[string]any{"integration": p.Integration.Identifier}}, exampleTemplates(t))
+}
+
+// Every JQ expression of the three example integrations, one behaviour per row.
+func TestExampleMappings(t *testing.T) {
+	tests := []struct {
+		name        string
+		integration string
+		body        string
+		headers     map[string]string
+		filtered    bool
+		want        []intake.EntityChange
+		wantErr     string
+	}{
+		{
+			name: "github created repository maps every field", integration: "github_repos",
+			body: `{"action":"created","repository":{"name":"api","full_name":"org/api","private":true,"html_url":"https://github.com/org/api","stargazers_count":3,"language":"Python","updated_at":"2026-01-02T03:04:05Z","owner":{"login":"octocat"}}}`,
+			want: []intake.EntityChange{{Identifier: "org_api", Title: ptr("api"),
+				Properties: map[string]any{"name": "api", "url": "https://github.com/org/api", "stars": float64(3), "language": "Python", "is_public": false},
+				Relations:  map[string]any{"owner": "octocat"}, EventTime: tptr("2026-01-02T03:04:05Z")}},
+		},
+		{
+			name: "github language null falls back to Unknown", integration: "github_repos",
+			body: `{"action":"edited","repository":{"name":"x","full_name":"a/b/c","private":false,"html_url":"https://h/x","language":null,"owner":{"login":"o"}}}`,
+			want: []intake.EntityChange{{Identifier: "a_b_c", Title: ptr("x"),
+				Properties: map[string]any{"name": "x", "url": "https://h/x", "language": "Unknown", "is_public": true},
+				Relations:  map[string]any{"owner": "o"}}},
+		},
+		{
+			name: "github action deleted is filtered", integration: "github_repos",
+			body: `{"action":"deleted","repository":{"full_name":"a/b"}}`, filtered: true,
+		},
+		{
+			name: "github missing repository fails the identifier", integration: "github_repos",
+			body: `{"action":"created"}`, wantErr: "mappings[0].entity.identifier",
+		},
+		{
+			name: "sonar several failed conditions become an array", integration: "sonar_webhook",
+			body: `{"status":"SUCCESS","serverUrl":"https://s","analysedAt":"2026-01-02T03:04:05+0000","project":{"key":"p","name":"P"},"properties":{"sonar.analysis.repository":"r"},"qualityGate":{"status":"ERROR","conditions":[{"metric":"a","status":"ERROR"},{"metric":"b","status":"OK"},{"metric":"c","status":"ERROR"}]}}`,
+			want: []intake.EntityChange{{Identifier: "p", Title: ptr("P"),
+				Properties: map[string]any{"server_url": "https://s", "quality_gate_status": "ERROR", "last_analysis": "2026-01-02T03:04:05+0000", "failed_conditions": []any{"a", "c"}},
+				Relations:  map[string]any{"github_repository": "r"}, EventTime: tptr("2026-01-02T03:04:05Z")}},
+		},
+		{
+			name: "sonar one failed condition is still an array (property type array)", integration: "sonar_webhook",
+			body: `{"status":"SUCCESS","project":{"key":"p"},"qualityGate":{"status":"WARN","conditions":[{"metric":"a","status":"ERROR"}]}}`,
+			want: []intake.EntityChange{{Identifier: "p",
+				Properties: map[string]any{"quality_gate_status": "WARN", "failed_conditions": []any{"a"}},
+				Relations:  map[string]any{}}},
+		},
+		{
+			name: "sonar failed background task is filtered", integration: "sonar_webhook",
+			body: `{"status":"FAILED","project":{"key":"p"}}`, filtered: true,
+		},
+		{
+			name: "users support groups are a many relation", integration: "users_kafka",
+			body:    `{"type":"user.upserted","user":{"id":"u1","display_name":"U","email":"u@x.io","active":false},"support_groups":[{"id":"g1"},{"id":"g2"}]}`,
+			headers: map[string]string{"event-type": "user"},
+			want: []intake.EntityChange{{Identifier: "u1", Title: ptr("U"),
+				Properties: map[string]any{"email": "u@x.io", "active": false},
+				Relations:  map[string]any{"support_groups": []string{"g1", "g2"}}}},
+		},
+		{
+			name: "users without support groups leave the relation unset", integration: "users_kafka",
+			body: `{"type":"user.upserted","user":{"id":7,"email":"u@x.io"}}`,
+			want: []intake.EntityChange{{Identifier: "7", Properties: map[string]any{"email": "u@x.io"}, Relations: map[string]any{}}},
+		},
+		{
+			name: "users header_filter drops test events", integration: "users_kafka",
+			body: `{"type":"user.upserted","user":{"id":"u1"}}`, headers: map[string]string{"event-type": "test"}, filtered: true,
+		},
+		{
+			name: "users other record types are filtered", integration: "users_kafka",
+			body: `{"type":"user.deleted","user":{"id":"u1"}}`, filtered: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			outcomes, changes := run(t, exampleProgram(t, tt.integration), tt.body, tt.headers)
+			require.Len(t, outcomes, 1)
+			assert.Equal(t, tt.filtered, outcomes[0].Filtered)
+			if tt.filtered {
+				assert.Empty(t, changes)
+				return
+			}
+			if tt.wantErr != "" {
+				require.Len(t, changes, 1)
+				assert.True(t, changes[0].Failed())
+				assert.Equal(t, intake.ErrMapping, changes[0].ErrorType)
+				assert.Contains(t, changes[0].Message, tt.wantErr)
+				return
+			}
+			require.Len(t, changes, len(tt.want))
+			for i, w := range tt.want {
+				got := changes[i]
+				assert.False(t, got.Failed(), got.Message)
+				assert.Equal(t, w.Identifier, got.Identifier)
+				assert.Equal(t, w.Title, got.Title)
+				assert.Equal(t, w.Properties, got.Properties)
+				assert.Equal(t, w.Relations, got.Relations)
+				assert.Equal(t, w.EventTime, got.EventTime)
+			}
+		})
+	}
+}
+
+func TestItemsToParseMapsEachElement(t *testing.T) {
+	tpls := exampleTemplates(t)
+	in := intake.Integration{Identifier: "bulk", Mappings: []intake.Mapping{{
+		Template: "support_group", ItemsToParse: ".groups",
+		Entity: intake.EntityMapping{Identifier: ".item.id", Title: ".item.name + \" (\" + .org + \")\"", Properties: map[string]string{"name": ".item.name"}},
+	}}}
+	p, err := mappings.Compile(in, tpls)
+	require.NoError(t, err)
+	var payload any
+	require.NoError(t, json.Unmarshal([]byte(`{"org":"acme","groups":[{"id":"a","name":"A"},{"id":"b","name":"B"},{"name":"no id"}]}`), &payload))
+	_, changes := p.Map(context.Background(), payload, mappings.Env{}, tpls)
+	require.Len(t, changes, 3)
+	assert.Equal(t, "a", changes[0].Identifier)
+	assert.Equal(t, "A (acme)", *changes[0].Title)
+	assert.Equal(t, 1, changes[1].Item)
+	assert.True(t, changes[2].Failed(), "an element without id fails alone")
+	assert.Contains(t, changes[2].Message, "expected a string, got null")
+}
+
+func TestExpressionsSeeHeadersAndMeta(t *testing.T) {
+	tpls := exampleTemplates(t)
+	in := intake.Integration{Identifier: "vars", Mappings: []intake.Mapping{{
+		Template: "support_group", Filter: "$headers[\"x-kind\"] == \"group\"",
+		Entity: intake.EntityMapping{Identifier: "$meta.integration + \"-\" + .id", Properties: map[string]string{"name": "$meta.origin"}},
+	}}}
+	p, err := mappings.Compile(in, tpls)
+	require.NoError(t, err)
+	env := mappings.Env{Headers: map[string]string{"x-kind": "group"}, Meta: map[string]any{"integration": "vars", "origin": "WEBHOOK"}}
+	_, changes := p.Map(context.Background(), map[string]any{"id": "1"}, env, tpls)
+	require.Len(t, changes, 1)
+	assert.Equal(t, "vars-1", changes[0].Identifier)
+	assert.Equal(t, "WEBHOOK", changes[0].Properties["name"])
+}
+
+func TestRuntimeErrorsAndTimeBudget(t *testing.T) {
+	tpls := exampleTemplates(t)
+	for name, tc := range map[string]struct{ expr, want string }{
+		"runtime error names the field": {`.id | tonumber`, "mappings[0].entity.identifier"},
+		"endless loop hits the budget":  {`[range(1e12)] | length | tostring`, "time budget"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := intake.Integration{Identifier: "x", Mappings: []intake.Mapping{{Template: "support_group", Entity: intake.EntityMapping{Identifier: tc.expr}}}}
+			p, err := mappings.Compile(in, tpls)
+			require.NoError(t, err)
+			start := time.Now()
+			_, changes := p.Map(context.Background(), map[string]any{"id": "abc"}, mappings.Env{Budget: 50 * time.Millisecond}, tpls)
+			require.Len(t, changes, 1)
+			assert.True(t, changes[0].Failed())
+			assert.Contains(t, changes[0].Message, tc.want)
+			assert.Less(t, time.Since(start), 5*time.Second)
+		})
+	}
+}
+
+func TestCompileListsEveryProblem(t *testing.T) {
+	in := intake.Integration{
+		Identifier: "bad id!",
+		Source:     &intake.Source{Kind: "ftp"},
+		Security:   &intake.Security{Scheme: "md5", SignatureHeaderName: "X"},
+		Mappings: []intake.Mapping{{
+			Template: "github_repository", Operation: "upsertt", UpdateMode: "patch",
+			Entity: intake.EntityMapping{Identifier: ".a |", Properties: map[string]string{"url": ".x | (", "nope": ".y"}, Relations: map[string]string{"ghost": ".z"}},
+		}, {Template: "missing", Entity: intake.EntityMapping{Identifier: ".id"}}},
+	}
+	_, err := mappings.Compile(in, exampleTemplates(t))
+	var ce *mappings.ConfigError
+	require.ErrorAs(t, err, &ce)
+	fields := map[string]bool{}
+	for _, p := range ce.Problems {
+		fields[p.Field] = true
+	}
+	for _, f := range []string{"identifier", "source.kind", "security.scheme", "mappings[0].operation", "mappings[0].update_mode",
+		"mappings[0].entity.identifier", "mappings[0].entity.properties.url", "mappings[0].entity.properties.nope",
+		"mappings[0].entity.relations.ghost", "mappings[1].template"} {
+		assert.True(t, fields[f], "expected a problem for %s, got %v", f, ce.Problems)
+	}
+	assert.Equal(t, "identifier", ce.Problems[0].Field, "message points at the first bad field")
+}
+
+func ptr(s string) *string { return &s }
+
+func tptr(s string) *time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return &t
+}

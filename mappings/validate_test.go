@@ -1,0 +1,93 @@
+package mappings_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"intake"
+	"intake/mappings"
+)
+
+func serviceTemplate(t *testing.T) *mappings.CompiledTemplate {
+	t.Helper()
+	var tpl intake.Template
+	require.NoError(t, json.Unmarshal([]byte(`{
+	  "identifier": "service",
+	  "schema": {
+	    "properties": {
+	      "name":    {"type": "string", "minLength": 2, "maxLength": 10},
+	      "url":     {"type": "string", "format": "url"},
+	      "owner":   {"type": "string", "format": "email"},
+	      "seen":    {"type": "string", "format": "date-time"},
+	      "ip":      {"type": "string", "format": "ipv4"},
+	      "tier":    {"type": "integer", "minimum": 1, "maximum": 3},
+	      "score":   {"type": "number"},
+	      "lang":    {"type": "string", "enum": ["Go", "Java"]},
+	      "code":    {"type": "string", "pattern": "^[A-Z]{3}$"},
+	      "on":      {"type": "boolean", "default": true},
+	      "tags":    {"type": "array", "items": {"type": "string"}},
+	      "meta":    {"type": "object"}
+	    },
+	    "required": ["name"]
+	  }
+	}`), &tpl))
+	ct, err := mappings.CompileTemplate(&tpl, nil)
+	require.NoError(t, err)
+	return ct
+}
+
+func TestTemplateValidation(t *testing.T) {
+	ct := serviceTemplate(t)
+	tests := []struct {
+		name     string
+		props    map[string]any
+		required bool
+		want     string // "" = valid
+	}{
+		{"every type and format valid", map[string]any{"name": "api", "url": "https://x.io/a", "owner": "a@b.io", "seen": "2026-01-02T03:04:05Z", "ip": "10.0.0.1", "tier": 2, "score": 1.5, "lang": "Go", "code": "ABC", "on": false, "tags": []any{"a"}, "meta": map[string]any{"k": 1}}, true, ""},
+		{"maximum names property and rule", map[string]any{"tier": 7}, false, "property 'tier': 7 is greater than maximum 3"},
+		{"minimum", map[string]any{"tier": 0}, false, "property 'tier': 0 is less than minimum 1"},
+		{"integer rejects fractions", map[string]any{"tier": 1.5}, false, "property 'tier': expected integer"},
+		{"string type", map[string]any{"name": 5}, false, "property 'name': expected string, got number"},
+		{"boolean type", map[string]any{"on": "yes"}, false, "property 'on': expected boolean"},
+		{"array items", map[string]any{"tags": []any{1}}, false, "property 'tags.0': expected string"},
+		{"url format", map[string]any{"url": "not a url"}, false, "property 'url': \"not a url\" is not a valid url"},
+		{"email format", map[string]any{"owner": "nobody"}, false, "is not a valid email"},
+		{"date-time format", map[string]any{"seen": "yesterday"}, false, "is not a valid date-time"},
+		{"ipv4 format", map[string]any{"ip": "300.1.1.1"}, false, "is not a valid ipv4"},
+		{"enum", map[string]any{"lang": "Rust"}, false, "property 'lang': \"Rust\" is not one of [\"Go\",\"Java\"]"},
+		{"pattern", map[string]any{"code": "abc"}, false, "does not match pattern"},
+		{"minLength", map[string]any{"name": "a"}, false, "property 'name': length 1 is shorter than minLength 2"},
+		{"maxLength", map[string]any{"name": "abcdefghijkl"}, false, "longer than maxLength 10"},
+		{"required checked on the full entity", map[string]any{"tier": 1}, true, "property 'name' is required"},
+		{"required not checked on a partial (merge) entity", map[string]any{"tier": 1}, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ct.Validate(tt.props, tt.required)
+			if tt.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+	assert.Equal(t, map[string]any{"on": true}, ct.Defaults)
+}
+
+func TestTemplateCompileRejectsUnknownTypesFormatsAndTargets(t *testing.T) {
+	var tpl intake.Template
+	require.NoError(t, json.Unmarshal([]byte(`{"identifier":"x","schema":{"properties":{"a":{"type":"strin"},"b":{"type":"string","format":"uri-ish"}},"required":["zz"]},"relations":{"r":{"target":"nowhere"}}}`), &tpl))
+	_, err := mappings.CompileTemplate(&tpl, map[string]bool{})
+	var ce *mappings.ConfigError
+	require.ErrorAs(t, err, &ce)
+	var fields []string
+	for _, p := range ce.Problems {
+		fields = append(fields, p.Field)
+	}
+	assert.ElementsMatch(t, []string{"schema.properties.a.type", "schema.properties.b.format", "schema.required", "relations.r.target"}, fields)
+}
