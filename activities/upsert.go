@@ -91,7 +91,11 @@ func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 			c.Outcome = intake.OutcomeCreated
 		case sameContent(existing, doc):
 			c.Outcome = intake.OutcomeUnchanged
-			continue
+			if !newerEvent(c.EventTime, existing.EventTime) {
+				continue
+			}
+			// Same content, newer event time: store the time so older events stay stale.
+			doc.UpdatedAt = existing.UpdatedAt
 		default:
 			c.Outcome = intake.OutcomeUpdated
 		}
@@ -214,6 +218,10 @@ func merged(c *intake.EntityChange, existing *store.EntityDoc, ct *mappings.Comp
 		}
 	}
 	return doc
+}
+
+func newerEvent(t, stored *time.Time) bool {
+	return t != nil && (stored == nil || t.After(*stored))
 }
 
 // sameContent compares what an operator sees; JSON evens out numeric types read back from BSON.

@@ -24,7 +24,6 @@ const (
 	githubSignature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 )
 
-
 func hmacOf(newHash string, key, body string) []byte {
 	var m = hmac.New(sha256.New, []byte(key))
 	if newHash == "sha1" {
@@ -110,4 +109,3 @@ func TestAuditIDsAreDeterministicPerRun(t *testing.T) {
 	_, err := hex.DecodeString(a)
 	assert.NoError(t, err)
 }
-

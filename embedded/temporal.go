@@ -40,6 +40,8 @@ type TemporalConfig struct {
 	Namespace    string
 	// LogLevel of the server's own logs (debug, info, warn, error).
 	LogLevel string
+	// LogFile receives the server's logs (they are verbose); empty means stderr.
+	LogFile string
 }
 
 // Temporal is a running embedded Temporal server.
@@ -139,7 +141,7 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 		}},
 		PublicClient: config.PublicClient{HostPort: frontend},
 	}
-	logger := tlog.NewZapLogger(tlog.BuildZapLogger(tlog.Config{Level: cfg.LogLevel}))
+	logger := tlog.NewZapLogger(tlog.BuildZapLogger(tlog.Config{Level: cfg.LogLevel, OutputFile: cfg.LogFile}))
 	authorizer, err := authorization.GetAuthorizerFromConfig(&sc.Global.Authorization)
 	if err != nil {
 		return nil, err

@@ -85,9 +85,10 @@ func (e *Embedded) AddIDIndexes(ctx context.Context, database string) error {
 	return nil
 }
 
-// IDIndexes lists the tables of database that have the _id expression index (for tests).
-func (e *Embedded) IDIndexes(ctx context.Context, database string) ([]string, error) {
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, database+".sqlite")+"?mode=ro")
+// IDIndexedTables lists the tables of database, in the embedded server's folder dir, that have
+// the _id expression index (tests check it is there).
+func IDIndexedTables(ctx context.Context, dir, database string) ([]string, error) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, database+".sqlite")+"?mode=ro")
 	if err != nil {
 		return nil, err
 	}

@@ -101,13 +101,41 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		if err := s.db.CreateCollection(ctx, name); err != nil && !isNamespaceExists(err) {
 			return fmt.Errorf("create collection %s: %w", name, err)
 		}
-		if models := idx[name]; len(models) > 0 {
+		if models := missingIndexes(ctx, s.db.Collection(name), idx[name]); len(models) > 0 {
 			if _, err := s.db.Collection(name).Indexes().CreateMany(ctx, models); err != nil {
 				return fmt.Errorf("create indexes on %s: %w", name, err)
 			}
 		}
 	}
 	return nil
+}
+
+// missingIndexes names each index after its keys and leaves out those that exist: re-sending
+// createIndexes for existing indexes crashes FerretDB v1.24.2's connection after a restart.
+func missingIndexes(ctx context.Context, col *mongo.Collection, models []mongo.IndexModel) []mongo.IndexModel {
+	existing := map[string]bool{}
+	if specs, err := col.Indexes().ListSpecifications(ctx); err == nil {
+		for _, sp := range specs {
+			existing[sp.Name] = true
+		}
+	}
+	var out []mongo.IndexModel
+	for _, m := range models {
+		var parts []string
+		for _, k := range m.Keys.(bson.D) {
+			parts = append(parts, fmt.Sprintf("%s_%v", k.Key, k.Value))
+		}
+		name := strings.Join(parts, "_")
+		if existing[name] {
+			continue
+		}
+		if m.Options == nil {
+			m.Options = options.Index()
+		}
+		m.Options.SetName(name)
+		out = append(out, m)
+	}
+	return out
 }
 
 func isNamespaceExists(err error) bool {

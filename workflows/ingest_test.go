@@ -186,5 +186,3 @@ func (s *IngestSuite) assertFailedWith(errType, msg string) {
 	s.True(appErr.NonRetryable())
 	s.Contains(appErr.Message(), msg)
 }
-
-

@@ -54,7 +54,7 @@ func runDev(ctx context.Context, args []string) error {
 	mongoURI := cfg.MongoURI
 	var ferret *store.Embedded
 	if mongoURI == "" {
-		quiet := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		quiet := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 		if ferret, err = store.StartEmbedded(filepath.Join(cfg.DataDir, "mongodb"), cfg.MongoAddr, quiet); err != nil {
 			return err
 		}
@@ -65,6 +65,7 @@ func runDev(ctx context.Context, args []string) error {
 		DatabaseFile: filepath.Join(cfg.DataDir, "temporal", "temporal.db"),
 		FrontendAddr: cfg.TemporalAddr,
 		Namespace:    cfg.TemporalNamespace,
+		LogFile:      filepath.Join(cfg.DataDir, "temporal", "server.log"),
 	})
 	if err != nil {
 		return err
@@ -91,6 +92,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err := loadExamplesOnce(ctx, cfg, p); err != nil {
 		return err
 	}
+	p.configured.Store(true)
 	if err := waitReady(ctx, p); err != nil {
 		return err
 	}

@@ -40,7 +40,8 @@ type process struct {
 	cancel     context.CancelFunc
 }
 
-// startProcess connects to the store and Temporal and starts the roles in cfg.Roles.
+// startProcess connects to the store and Temporal and starts the roles in cfg.Roles. The process
+// reports ready once its caller marks it configured (dev: after loading the examples).
 func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI, temporalAddr, adminToken string) (*process, error) {
 	p := &process{cfg: cfg, log: log}
 	var err error
@@ -90,7 +91,6 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 			log.Error("http server stopped", "err", err)
 		}
 	}()
-	p.configured.Store(true)
 	return p, nil
 }
 
@@ -147,6 +147,7 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	p.configured.Store(true)
 	log.Info("intake serving", "http", p.httpURL, "roles", cfg.Roles, "temporal", cfg.TemporalAddr)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)

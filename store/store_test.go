@@ -1,0 +1,115 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"intake"
+	"intake/store"
+)
+
+// One embedded MongoDB-protocol server for the package's tests.
+func open(t *testing.T) (*store.Store, *store.Embedded, string) {
+	t.Helper()
+	dir := t.TempDir()
+	emb, err := store.StartEmbedded(dir, "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	t.Cleanup(emb.Stop)
+	ctx := context.Background()
+	s, err := store.Open(ctx, emb.URI(), "intake")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	require.NoError(t, emb.AddIDIndexes(ctx, "intake"))
+	return s, emb, dir
+}
+
+func TestStoreAgainstEmbeddedServer(t *testing.T) {
+	s, emb, dir := open(t)
+	ctx := context.Background()
+
+	t.Run("_id expression index exists on every collection", func(t *testing.T) {
+		tables, err := store.IDIndexedTables(ctx, dir, "intake")
+		require.NoError(t, err)
+		assert.Len(t, tables, len(store.Collections))
+	})
+
+	t.Run("opening again on existing collections and indexes works", func(t *testing.T) {
+		s2, err := store.Open(ctx, emb.URI(), "intake")
+		require.NoError(t, err)
+		require.NoError(t, s2.Close(ctx))
+	})
+
+	t.Run("a replaced entity loses the fields it no longer has", func(t *testing.T) {
+		now := time.Now().UTC()
+		doc := &store.EntityDoc{ID: "t/a", Template: "t", Identifier: "a", Title: "T",
+			Properties: map[string]any{"x": 1, "y": "keep?"}, Relations: map[string]any{}, CreatedAt: now, UpdatedAt: now}
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc}}))
+		doc2 := &store.EntityDoc{ID: "t/a", Template: "t", Identifier: "a",
+			Properties: map[string]any{"x": 2}, Relations: map[string]any{}, CreatedAt: now, UpdatedAt: now}
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc2}}))
+		e, err := s.GetEntity(ctx, "t", "a")
+		require.NoError(t, err)
+		assert.Equal(t, "", e.Title)
+		assert.Equal(t, map[string]any{"x": int32(2)}, e.Properties)
+	})
+
+	t.Run("bulk writes of more than a chunk, then deletes", func(t *testing.T) {
+		var writes []store.EntityWrite
+		var ids []string
+		for i := 0; i < 3*store.BulkChunk+5; i++ {
+			id := fmt.Sprintf("bulk/%03d", i)
+			ids = append(ids, id)
+			writes = append(writes, store.EntityWrite{Doc: &store.EntityDoc{ID: id, Template: "bulk", Identifier: fmt.Sprintf("%03d", i), Properties: map[string]any{}, Relations: map[string]any{}}})
+		}
+		require.NoError(t, s.WriteEntities(ctx, writes))
+		// Upserting existing documents again in one go must not hang the embedded server.
+		require.NoError(t, s.WriteEntities(ctx, writes))
+		got, err := s.EntitiesByID(ctx, ids)
+		require.NoError(t, err)
+		assert.Len(t, got, len(ids))
+		page, next, err := s.ListEntities(ctx, "bulk", 100, "")
+		require.NoError(t, err)
+		assert.Len(t, page, 100)
+		page2, _, err := s.ListEntities(ctx, "bulk", 1000, next)
+		require.NoError(t, err)
+		assert.Len(t, page2, len(ids)-100)
+		assert.Equal(t, "100", page2[0].Identifier)
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Delete: "bulk/000"}}))
+		_, err = s.GetEntity(ctx, "bulk", "000")
+		assert.ErrorIs(t, err, store.ErrNotFound)
+	})
+
+	t.Run("audit inserts are idempotent by id", func(t *testing.T) {
+		e := intake.AuditEntry{ID: "a1", Action: "CREATE", ResourceType: "entity", Status: "SUCCESS",
+			Trigger: intake.AuditTrigger{At: time.Now(), By: intake.AuditBy{IntegrationID: "i"}, Origin: "WEBHOOK"}}
+		require.NoError(t, s.InsertAudit(ctx, []intake.AuditEntry{e, e}))
+		e.Message = "a retry must not overwrite"
+		require.NoError(t, s.InsertAudit(ctx, []intake.AuditEntry{e}))
+		got, _, err := s.ListAudit(ctx, intake.AuditFilter{Integration: "i", Limit: 10})
+		require.NoError(t, err)
+		require.Len(t, got, 1)
+		assert.Empty(t, got[0].Message)
+	})
+
+	t.Run("config writes bump the version", func(t *testing.T) {
+		v0, err := s.ConfigVersion(ctx)
+		require.NoError(t, err)
+		created, err := s.PutTemplate(ctx, &intake.Template{Identifier: "t1"})
+		require.NoError(t, err)
+		assert.True(t, created)
+		created, err = s.PutTemplate(ctx, &intake.Template{Identifier: "t1", Title: "again"})
+		require.NoError(t, err)
+		assert.False(t, created)
+		v1, _ := s.ConfigVersion(ctx)
+		assert.Equal(t, v0+2, v1)
+		require.NoError(t, s.DeleteTemplate(ctx, "t1"))
+		assert.ErrorIs(t, s.DeleteTemplate(ctx, "t1"), store.ErrNotFound)
+	})
+}

@@ -1,0 +1,263 @@
+// Package tests runs intake end to end: the real binary, started the way a user starts it, with
+// its embedded Temporal server and MongoDB-protocol server, in temporary folders on free ports.
+package tests
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/proto"
+
+	"intake"
+	"intake/examples"
+)
+
+var intakeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "intake-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	intakeBin = os.Getenv("INTAKE_BIN")
+	if intakeBin == "" {
+		intakeBin = filepath.Join(dir, "intake")
+		build := exec.Command("go", "build", "-o", intakeBin, "../cmd/intake")
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build intake:", err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// stack is one `intake dev` process and what a test needs to talk to it.
+type stack struct {
+	t        *testing.T
+	dir      string
+	ports    map[string]int
+	cmd      *exec.Cmd
+	logs     *bytes.Buffer
+	base     string
+	token    string
+	temporal client.Client
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startDev starts `intake dev` in a fresh temporary folder.
+func startDev(t *testing.T) *stack {
+	s := &stack{t: t, dir: t.TempDir(), ports: map[string]int{}}
+	for _, name := range []string{"http", "temporal", "ui", "mongodb"} {
+		s.ports[name] = freePort(t)
+	}
+	s.token = "test-admin-token"
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *stack) addr(name string) string { return "127.0.0.1:" + strconv.Itoa(s.ports[name]) }
+
+func (s *stack) start() {
+	t := s.t
+	s.logs = &bytes.Buffer{}
+	s.cmd = exec.Command(intakeBin, "dev",
+		"--http-addr", s.addr("http"), "--temporal-addr", s.addr("temporal"),
+		"--temporal-ui-addr", s.addr("ui"), "--mongodb-addr", s.addr("mongodb"))
+	s.cmd.Dir = s.dir
+	s.cmd.Env = append(os.Environ(), "INTAKE_ADMIN_TOKEN="+s.token, "INTAKE_MONGODB_URI=", "INTAKE_LOG_LEVEL=info")
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	require.NoError(t, s.cmd.Start())
+	s.base = "http://" + s.addr("http")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(s.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) || s.cmd.ProcessState != nil {
+			t.Fatalf("intake dev did not become ready:\n%s", s.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c, err := client.Dial(client.Options{HostPort: s.addr("temporal"), Namespace: "default"})
+	require.NoError(t, err)
+	s.temporal = c
+}
+
+func (s *stack) stop() {
+	if s.temporal != nil {
+		s.temporal.Close()
+		s.temporal = nil
+	}
+	if s.cmd != nil && s.cmd.ProcessState == nil {
+		_ = s.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-done
+			s.t.Errorf("intake dev did not stop within 15s of SIGINT")
+		}
+	}
+	if s.t.Failed() {
+		s.t.Logf("intake dev output:\n%s", tail(s.logs.String(), 8000))
+	}
+}
+
+// kill stops the process the hard way (kill -9).
+func (s *stack) kill() {
+	s.temporal.Close()
+	s.temporal = nil
+	require.NoError(s.t, s.cmd.Process.Kill())
+	_ = s.cmd.Wait()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// request sends a JSON request and decodes a JSON answer.
+func (s *stack) request(method, path string, body any, admin bool, out any) (int, http.Header) {
+	s.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		require.NoError(s.t, err)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, s.base+path, rd)
+	require.NoError(s.t, err)
+	req.Header.Set("Content-Type", "application/json")
+	if admin {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	if out != nil && len(raw) > 0 {
+		require.NoError(s.t, json.Unmarshal(raw, out), "answer: %s", raw)
+	}
+	return resp.StatusCode, resp.Header
+}
+
+// post sends a webhook with the given headers.
+func (s *stack) post(integration string, body []byte, headers map[string]string) (int, map[string]any) {
+	s.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.base+"/webhooks/"+integration, bytes.NewReader(body))
+	require.NoError(s.t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	if len(raw) > 0 {
+		require.NoError(s.t, json.Unmarshal(raw, &out), "answer: %s", raw)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		require.NotEmpty(s.t, resp.Header.Get("Retry-After"))
+	}
+	return resp.StatusCode, out
+}
+
+// exampleSecrets maps each example webhook integration to its signature header and key.
+func exampleSecurity(t *testing.T, id string) *intake.Security {
+	ints, err := examples.Integrations()
+	require.NoError(t, err)
+	for _, in := range ints {
+		if in.Identifier == id {
+			return in.Security
+		}
+	}
+	t.Fatalf("no example integration %s", id)
+	return nil
+}
+
+// sign returns headers with a hex HMAC-SHA256 signature the way the example's sender signs.
+func sign(sec *intake.Security, body []byte, headers map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range headers {
+		out[k] = v
+	}
+	key, prefixed := strings.CutPrefix(sec.SignatureValue, "sha256=")
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write(body)
+	sig := hex.EncodeToString(m.Sum(nil))
+	if prefixed {
+		sig = "sha256=" + sig
+	}
+	out[sec.SignatureHeaderName] = sig
+	return out
+}
+
+// waitWorkflow waits for a delivery's workflow and returns its result or error.
+func (s *stack) waitWorkflow(workflowID string) (*intake.IngestResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var res intake.IngestResult
+	err := s.temporal.GetWorkflow(ctx, workflowID, "").Get(ctx, &res)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// history returns a workflow's whole history in its wire form, payload bytes as they are.
+func (s *stack) history(workflowID string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	it := s.temporal.GetWorkflowHistory(ctx, workflowID, "", false, 0)
+	var b strings.Builder
+	for it.HasNext() {
+		ev, err := it.Next()
+		require.NoError(s.t, err)
+		raw, err := proto.Marshal(ev)
+		require.NoError(s.t, err)
+		b.Write(raw)
+	}
+	return b.String()
+}
