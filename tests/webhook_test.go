@@ -221,8 +221,8 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		var e intake.Entity
 		s.request("GET", "/api/v1/entities/support_group/sg-m", nil, true, &e)
 		assert.Equal(t, "T", e.Title, "merge keeps the title it did not map")
-		e = intake.Entity{}
 		assert.Equal(t, "two", e.Properties["name"])
+		e = intake.Entity{}
 		res := deliver("groups_merge", `{"id":"sg-m","name":"old","at":"2026-01-01T00:00:00Z"}`)
 		assert.Equal(t, intake.OutcomeSkipped, res.Entities[0].Outcome)
 		s.request("GET", "/api/v1/entities/support_group/sg-m", nil, true, &e)
@@ -390,4 +390,3 @@ func runSample(t *testing.T, s *stack, smp examples.Sample, sec *intake.Security
 		}
 	}
 }
-
