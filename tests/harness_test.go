@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 
 // stack is one `intake dev` process and what a test needs to talk to it.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	ports    map[string]int
 	cmd      *exec.Cmd
@@ -63,7 +63,7 @@ type stack struct {
 	temporal client.Client
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer l.Close()
@@ -71,7 +71,7 @@ func freePort(t *testing.T) int {
 }
 
 // startDev starts `intake dev` in a fresh temporary folder.
-func startDev(t *testing.T) *stack {
+func startDev(t testing.TB) *stack {
 	s := &stack{t: t, dir: t.TempDir(), ports: map[string]int{}}
 	for _, name := range []string{"http", "temporal", "ui", "mongodb"} {
 		s.ports[name] = freePort(t)
@@ -205,7 +205,7 @@ func (s *stack) post(integration string, body []byte, headers map[string]string)
 }
 
 // exampleSecrets maps each example webhook integration to its signature header and key.
-func exampleSecurity(t *testing.T, id string) *intake.Security {
+func exampleSecurity(t testing.TB, id string) *intake.Security {
 	ints, err := examples.Integrations()
 	require.NoError(t, err)
 	for _, in := range ints {

@@ -1,0 +1,157 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"intake"
+	"intake/examples"
+	"intake/mappings"
+	"intake/store"
+)
+
+// BenchmarkWebhookPath posts N signed GitHub webhooks one after the other to a fresh `intake dev`
+// (accept latency: POST → 202), then N more from 8 senders, waits until every workflow finished
+// (end-to-end deliveries/s), and measures in the same run the ceilings it compares with: raw gojq
+// evaluation of the same mapping and raw store upserts by _id on the same embedded server.
+// N comes from INTAKE_BENCH_N (default 200). Run with `make bench`.
+func BenchmarkWebhookPath(b *testing.B) {
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
+	s := startDev(b)
+	sec := exampleSecurity(b, "github_repos")
+	body := func(i int) []byte {
+		return []byte(fmt.Sprintf(`{"action":"created","repository":{"name":"r%d","full_name":"bench/r%d","private":false,"html_url":"https://github.com/bench/r%d","stargazers_count":%d,"language":"Go","owner":{"login":"bench"}}}`, i, i, i, i))
+	}
+	var mu sync.Mutex
+	var ids []string
+	post := func(i int) time.Duration {
+		bd := body(i)
+		h := sign(sec, bd, map[string]string{"X-GitHub-Delivery": fmt.Sprintf("bench-%d", i)})
+		start := time.Now()
+		code, out := s.post("github_repos", bd, h)
+		d := time.Since(start)
+		require.Equal(b, 202, code, "%v", out)
+		mu.Lock()
+		ids = append(ids, out["workflow_id"].(string))
+		mu.Unlock()
+		return d
+	}
+	b.ResetTimer()
+
+	// 1. accept latency, sequential
+	lat := make([]time.Duration, n)
+	seqStart := time.Now()
+	for i := 0; i < n; i++ {
+		lat[i] = post(i)
+	}
+	seqAccept := time.Since(seqStart)
+	waitAll(b, s, ids)
+	seqDone := time.Since(seqStart)
+
+	// 2. throughput with 8 concurrent senders
+	ids = nil
+	parStart := time.Now()
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				post(i)
+			}
+		}()
+	}
+	for i := n; i < 2*n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	parAccept := time.Since(parStart)
+	waitAll(b, s, ids)
+	parDone := time.Since(parStart)
+	b.StopTimer()
+
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+	jqRate := gojqCeiling(b)
+	storeRate := storeCeiling(b, s)
+
+	fmt.Printf("\nwebhook path, %d deliveries each phase (embedded stack, %s):\n", n, "2 cores")
+	fmt.Printf("  accept latency sequential   p50 %v  p99 %v  max %v\n", p(0.5), p(0.99), lat[len(lat)-1])
+	fmt.Printf("  sequential: accepted %.0f/s, all %d workflows done after %v (%.1f deliveries/s end to end)\n",
+		float64(n)/seqAccept.Seconds(), n, seqDone.Round(time.Millisecond), float64(n)/seqDone.Seconds())
+	fmt.Printf("  8 senders:  accepted %.0f/s, all %d workflows done after %v (%.1f deliveries/s end to end)\n",
+		float64(n)/parAccept.Seconds(), n, parDone.Round(time.Millisecond), float64(n)/parDone.Seconds())
+	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s\n", jqRate, storeRate)
+	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "accept-p50-ms")
+	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "accept-p99-ms")
+	b.ReportMetric(float64(n)/parDone.Seconds(), "deliveries/s")
+}
+
+func waitAll(b *testing.B, s *stack, ids []string) {
+	for _, id := range ids {
+		res, err := s.waitWorkflow(id)
+		require.NoError(b, err)
+		require.Equal(b, intake.DeliverySucceeded, res.Outcome)
+	}
+}
+
+// gojqCeiling maps the example GitHub payload with the compiled program, in a loop, for 2 s.
+func gojqCeiling(b *testing.B) float64 {
+	tpls, err := examples.Templates()
+	require.NoError(b, err)
+	byID := map[string]*intake.Template{}
+	for i := range tpls {
+		byID[tpls[i].Identifier] = &tpls[i]
+	}
+	ints, err := examples.Integrations()
+	require.NoError(b, err)
+	var prog *mappings.Program
+	for _, in := range ints {
+		if in.Identifier == "github_repos" {
+			prog, err = mappings.Compile(in, byID)
+			require.NoError(b, err)
+		}
+	}
+	samples, err := examples.Samples()
+	require.NoError(b, err)
+	var payload any
+	require.NoError(b, json.Unmarshal(samples[0].Body, &payload))
+	env := mappings.Env{Headers: map[string]string{"x-github-delivery": "x"}, Meta: map[string]any{}}
+	start, count := time.Now(), 0
+	for time.Since(start) < 2*time.Second {
+		_, changes := prog.Map(context.Background(), payload, env, byID)
+		require.Len(b, changes, 1)
+		count++
+	}
+	return float64(count) / time.Since(start).Seconds()
+}
+
+// storeCeiling upserts single documents by _id into the running embedded server for 2 s.
+func storeCeiling(b *testing.B, s *stack) float64 {
+	ctx := context.Background()
+	st, err := store.Open(ctx, "mongodb://"+s.addr("mongodb")+"/", "intake")
+	require.NoError(b, err)
+	defer st.Close(ctx)
+	start, count := time.Now(), 0
+	for time.Since(start) < 2*time.Second {
+		id := fmt.Sprintf("ceiling/%d", count%500)
+		doc := &store.EntityDoc{ID: id, Template: "ceiling", Identifier: id, Properties: map[string]any{"n": count}, Relations: map[string]any{}}
+		require.NoError(b, st.WriteEntities(ctx, []store.EntityWrite{{Doc: doc}}))
+		count++
+	}
+	return float64(count) / time.Since(start).Seconds()
+}
