@@ -285,3 +285,53 @@ type IngestResult struct {
 	Mappings   []MappingOutcome `json:"mappings"`
 	Entities   []EntityChange   `json:"entities"`
 }
+
+// Delivery statuses (the deliveries API).
+const (
+	StatusAccepted = "accepted"
+)
+
+// DeliveryRecord is a delivery as the store keeps it: enough to replay it after Temporal's
+// retention has passed, and what became of it.
+type DeliveryRecord struct {
+	ID          string            `json:"id"`
+	Integration string            `json:"integration"`
+	Key         string            `json:"delivery_key"`
+	Origin      string            `json:"origin"`
+	Status      string            `json:"status"`
+	Body        json.RawMessage   `json:"body"`
+	Headers     map[string]string `json:"headers"`
+	Meta        map[string]any    `json:"meta,omitempty"`
+	ReceivedAt  time.Time         `json:"received_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+	WorkflowID  string            `json:"workflow_id"`
+	RunID       string            `json:"run_id"`
+	WorkflowURL string            `json:"workflow_url,omitempty"`
+	Error       *Failure          `json:"error,omitempty"`
+	Mappings    []MappingOutcome  `json:"mappings,omitempty"`
+	Entities    []EntityChange    `json:"entities,omitempty"`
+	Replays     []ReplayRun       `json:"replays,omitempty"`
+}
+
+// Failure is a typed error as operators see it.
+type Failure struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+// ReplayRun is one replay of a delivery.
+type ReplayRun struct {
+	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id"`
+	Status     string `json:"status"`
+}
+
+// DeliveryFilter selects deliveries for the API and for bulk replay.
+type DeliveryFilter struct {
+	Integration string    `json:"integration,omitempty"`
+	Status      string    `json:"status,omitempty"`
+	From        time.Time `json:"from,omitzero"`
+	To          time.Time `json:"to,omitzero"`
+	Limit       int       `json:"limit,omitempty"`
+	Cursor      string    `json:"cursor,omitempty"`
+}

@@ -8,30 +8,50 @@ import (
 	"time"
 
 	"intake"
+	"intake/store"
 )
 
 // AuditInput is what the audit step records for one run.
 type AuditInput struct {
-	Ref     Ref                   `json:"ref"`
-	At      time.Time             `json:"at"`
-	Changes []intake.EntityChange `json:"changes"`
+	Ref      Ref                 `json:"ref"`
+	At       time.Time           `json:"at"`
+	Delivery intake.Delivery     `json:"delivery"`
+	Result   intake.IngestResult `json:"result"`
+	Failure  *intake.Failure     `json:"failure,omitempty"`
 }
 
-// Audit records one entry per entity change (filtered mappings write none). Entry IDs are
-// derived from workflow ID, run ID, mapping and item, so a retry writes nothing twice while a
-// redelivery or replay (a new run) gets entries of its own.
+// Audit records one entry per entity change (filtered mappings write none) and the delivery's
+// outcome. Entry IDs are derived from workflow ID, run ID, mapping and item, so a retry writes
+// nothing twice while a redelivery or replay (a new run) gets entries of its own.
 func (a *Activities) Audit(ctx context.Context, in AuditInput) error {
-	entries := AuditEntries(in)
-	if err := a.Store.InsertAudit(ctx, entries); err != nil {
+	if err := a.Store.InsertAudit(ctx, AuditEntries(in)); err != nil {
 		return fmt.Errorf("audit %s: %w", in.Ref.DeliveryID, err)
 	}
-	return nil
+	return a.Store.RecordOutcome(ctx, in.Delivery, store.DeliveryOutcome{
+		Status: in.Result.Outcome, WorkflowID: in.Ref.WorkflowID, RunID: in.Ref.RunID, Error: in.Failure,
+		Mappings: in.Result.Mappings, Entities: in.Result.Entities,
+	})
 }
 
 // AuditEntries builds the entries of a run.
 func AuditEntries(in AuditInput) []intake.AuditEntry {
-	out := make([]intake.AuditEntry, 0, len(in.Changes))
-	for _, c := range in.Changes {
+	out := make([]intake.AuditEntry, 0, len(in.Result.Entities)+1)
+	if f := in.Failure; f != nil && len(in.Result.Entities) == 0 {
+		// The delivery failed before any entity (signature, configuration): one entry for it.
+		action := intake.ActionCreate
+		if f.Type == intake.ErrSignatureInvalid {
+			action = intake.ActionAuthenticate
+		}
+		out = append(out, intake.AuditEntry{
+			ID: AuditID(in.Ref.WorkflowID, in.Ref.RunID, -1, -1), Action: action, ResourceType: "delivery",
+			Trigger:    intake.AuditTrigger{At: in.At, By: intake.AuditBy{IntegrationID: in.Ref.Integration}, Origin: in.Ref.Origin},
+			Message:    f.Message,
+			Status:     intake.StatusFailure,
+			DeliveryID: in.Ref.DeliveryID,
+			WorkflowID: in.Ref.WorkflowID,
+		})
+	}
+	for _, c := range in.Result.Entities {
 		e := intake.AuditEntry{
 			ID:           AuditID(in.Ref.WorkflowID, in.Ref.RunID, c.Mapping, c.Item),
 			Action:       actionOf(c),

@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"intake/mappings"
+	"intake/starters"
 	"intake/starters/webhook"
 	"intake/store"
 )
@@ -28,6 +29,10 @@ type Server struct {
 	Log        *slog.Logger
 	// Ready reports whether every part of the process is up (for /readyz).
 	Ready func(ctx context.Context) error
+	// Starter starts replays; TemporalUI and Namespace build workflow links.
+	Starter    *starters.Starter
+	TemporalUI string
+	Namespace  string
 }
 
 // Router builds the gin engine with the receiver and the admin API.
@@ -55,6 +60,12 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	admin.GET("/entities", s.listEntities)
 	admin.GET("/entities/:template/*identifier", s.getEntity)
 	admin.GET("/audit_logs", s.listAudit)
+	admin.GET("/deliveries", s.listDeliveries)
+	admin.GET("/deliveries/:id", s.getDelivery)
+	admin.POST("/deliveries/:id/replay", s.replayDelivery)
+	admin.POST("/deliveries/replay", s.bulkReplay)
+	admin.GET("/replays/:id", s.getReplay)
+	admin.POST("/replays/:id/cancel", s.cancelReplay)
 	return g
 }
 

@@ -9,6 +9,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/oklog/ulid/v2"
 
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
@@ -87,4 +90,36 @@ func (s *Starter) Start(ctx context.Context, d intake.Delivery) (Started, error)
 		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
 	}
 	return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: run.GetRunID()}, nil
+}
+
+// Replay runs a stored delivery again, against the current configuration, as a new workflow
+// linked to the original (audit origin REPLAY).
+func (s *Starter) Replay(ctx context.Context, d intake.Delivery) (Started, error) {
+	wid := workflows.ReplayWorkflowID(d.Integration, d.Key, strings.ToLower(ulid.Make().String()))
+	run, err := s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:        wid,
+		TaskQueue: s.TaskQueue,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.AttrIntegration.ValueSet(d.Integration),
+			workflows.AttrOrigin.ValueSet(intake.OriginReplay),
+		),
+	}, workflows.IngestWorkflow, d)
+	if err != nil {
+		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
+	}
+	return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: run.GetRunID()}, nil
+}
+
+// BulkReplayPrefix starts the IDs of bulk replay workflows.
+const BulkReplayPrefix = "bulk-replay."
+
+// StartBulkReplay starts a BulkReplayWorkflow over the deliveries matching f.
+func (s *Starter) StartBulkReplay(ctx context.Context, f intake.DeliveryFilter) (Started, error) {
+	wid := BulkReplayPrefix + strings.ToLower(ulid.Make().String())
+	run, err := s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: wid, TaskQueue: s.TaskQueue},
+		workflows.BulkReplayWorkflow, workflows.BulkReplayInput{Filter: f})
+	if err != nil {
+		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
+	}
+	return Started{WorkflowID: wid, RunID: run.GetRunID()}, nil
 }

@@ -43,44 +43,10 @@ func (s *Store) ListAudit(ctx context.Context, f intake.AuditFilter) ([]intake.A
 	add("trigger.origin", f.Origin)
 	add("action", f.Action)
 	add("status", f.Status)
-	at := bson.D{}
-	if !f.From.IsZero() {
-		at = append(at, bson.E{Key: "$gte", Value: f.From})
-	}
-	if !f.To.IsZero() {
-		at = append(at, bson.E{Key: "$lt", Value: f.To})
-	}
-	if len(at) > 0 {
-		filter = append(filter, bson.E{Key: "trigger.at", Value: at})
-	}
-	if f.Cursor != "" {
-		parts, err := decodeCursor(f.Cursor, 2)
-		if err != nil {
-			return nil, "", ErrBadCursor
-		}
-		t, err := time.Parse(time.RFC3339Nano, parts[0])
-		if err != nil {
-			return nil, "", ErrBadCursor
-		}
-		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
-			bson.D{{Key: "trigger.at", Value: bson.D{{Key: "$lt", Value: t}}}},
-			bson.D{{Key: "trigger.at", Value: t}, {Key: "_id", Value: bson.D{{Key: "$lt", Value: parts[1]}}}},
-		}})
-	}
-	cur, err := s.db.Collection(colAudit).Find(ctx, filter, options.Find().
-		SetSort(bson.D{{Key: "trigger.at", Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(f.Limit+1)))
+	out, next, err := listNewestFirst(ctx, s, colAudit, filter, "trigger.at", f.From, f.To, f.Limit, f.Cursor,
+		func(e *intake.AuditEntry) (time.Time, string) { return e.Trigger.At, e.ID })
 	if err != nil {
-		return nil, "", fmt.Errorf("list audit logs: %w", err)
-	}
-	var out []intake.AuditEntry
-	if err := cur.All(ctx, &out); err != nil {
-		return nil, "", fmt.Errorf("list audit logs: %w", err)
-	}
-	next := ""
-	if len(out) > f.Limit {
-		out = out[:f.Limit]
-		last := out[f.Limit-1]
-		next = encodeCursor(last.Trigger.At.UTC().Format(time.RFC3339Nano), last.ID)
+		return nil, "", err
 	}
 	for i := range out {
 		out[i].Trigger.At = out[i].Trigger.At.UTC()

@@ -40,7 +40,8 @@ var (
 	}
 )
 
-// IngestWorkflow runs one delivery: Verify, Map, Validate, Upsert, Audit, Finish.
+// IngestWorkflow runs one delivery: Verify, Map, Validate, Upsert, then Audit (which also
+// records the delivery's outcome) and Finish.
 func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResult, error) {
 	var a *activities.Activities
 	info := workflow.GetInfo(ctx)
@@ -49,52 +50,68 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 		WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
 	}
 	result := &intake.IngestResult{DeliveryID: d.ID}
-	lctx := workflow.WithLocalActivityOptions(ctx, localOptions)
+
+	err := process(ctx, d, ref, result)
+	if err == nil {
+		err = entityFailure(result.Entities)
+	}
+	setOutcome(result, err)
+
+	// step 5, audit every entity outcome and record the delivery's (retried until the store answers)
 	actx := workflow.WithActivityOptions(ctx, storeOptions)
+	audit := activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result, Failure: failureOf(err)}
+	if aerr := workflow.ExecuteActivity(actx, a.Audit, audit).Get(ctx, nil); aerr != nil {
+		return nil, aerr
+	}
+
+	// step 6, finish: search attributes; a delivery with a failed entity ends as a failed workflow
+	_ = workflow.UpsertTypedSearchAttributes(ctx, AttrOutcome.ValueSet(result.Outcome))
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			// Keep the typed error, with the per-entity results as details.
+			return nil, temporal.NewNonRetryableApplicationError(appErr.Message(), appErr.Type(), nil, result)
+		}
+		return nil, err
+	}
+	return result, nil
+}
+
+// process runs steps 1 to 4, filling result; the error is what ends the delivery early.
+func process(ctx workflow.Context, d intake.Delivery, ref activities.Ref, result *intake.IngestResult) error {
+	var a *activities.Activities
+	lctx := workflow.WithLocalActivityOptions(ctx, localOptions)
 
 	// step 1, verify the signature over the exact bytes about to be mapped
 	if err := workflow.ExecuteLocalActivity(lctx, a.Verify, d).Get(ctx, nil); err != nil {
-		return nil, finish(ctx, result, err)
+		return err
 	}
 
 	// step 2, filter and map with JQ
 	var mapped activities.MapResult
 	if err := workflow.ExecuteLocalActivity(lctx, a.Map, d).Get(ctx, &mapped); err != nil {
-		return nil, finish(ctx, result, err)
+		return err
 	}
 	result.Mappings, result.Entities = mapped.Mappings, mapped.Entities
 	if len(mapped.Mappings) > 0 {
 		_ = workflow.UpsertTypedSearchAttributes(ctx, AttrTemplate.ValueSet(mapped.Mappings[0].Template))
 	}
 	if len(result.Entities) == 0 {
-		return result, finish(ctx, result, nil)
+		return nil
 	}
 
 	// step 3, validate against the templates
 	if err := workflow.ExecuteLocalActivity(lctx, a.Validate, result.Entities).Get(ctx, &result.Entities); err != nil {
-		return nil, finish(ctx, result, err)
+		return err
 	}
 
 	// step 4, upsert or delete in the store (retried until the store answers)
-	if anyPending(result.Entities) {
-		in := activities.UpsertInput{Ref: ref, Changes: result.Entities}
-		if err := workflow.ExecuteActivity(actx, a.Upsert, in).Get(ctx, &result.Entities); err != nil {
-			return nil, finish(ctx, result, err)
-		}
+	if !anyPending(result.Entities) {
+		return nil
 	}
-
-	// step 5, audit every entity outcome
-	audit := activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Changes: result.Entities}
-	if err := workflow.ExecuteActivity(actx, a.Audit, audit).Get(ctx, nil); err != nil {
-		return nil, finish(ctx, result, err)
-	}
-
-	// step 6, finish: a delivery with a failed entity ends as a failed workflow
-	err := finish(ctx, result, entityFailure(result.Entities))
-	if err != nil {
-		return nil, err
-	}
-	return result, nil
+	actx := workflow.WithActivityOptions(ctx, storeOptions)
+	in := activities.UpsertInput{Ref: ref, Changes: result.Entities}
+	return workflow.ExecuteActivity(actx, a.Upsert, in).Get(ctx, &result.Entities)
 }
 
 func anyPending(changes []intake.EntityChange) bool {
@@ -106,7 +123,7 @@ func anyPending(changes []intake.EntityChange) bool {
 	return false
 }
 
-// entityFailure is the typed error of the first failed entity, carrying the whole result.
+// entityFailure is the typed error of the first failed entity.
 func entityFailure(changes []intake.EntityChange) error {
 	failed := 0
 	var first *intake.EntityChange
@@ -128,8 +145,7 @@ func entityFailure(changes []intake.EntityChange) error {
 	return temporal.NewNonRetryableApplicationError(msg, first.ErrorType, nil)
 }
 
-// finish sets the outcome on the result and the search attributes.
-func finish(ctx workflow.Context, result *intake.IngestResult, err error) error {
+func setOutcome(result *intake.IngestResult, err error) {
 	switch {
 	case err != nil:
 		result.Outcome = intake.DeliveryFailed
@@ -138,14 +154,15 @@ func finish(ctx workflow.Context, result *intake.IngestResult, err error) error 
 	default:
 		result.Outcome = intake.DeliverySucceeded
 	}
-	_ = workflow.UpsertTypedSearchAttributes(ctx, AttrOutcome.ValueSet(result.Outcome))
-	if err != nil {
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) {
-			// Keep the typed error, with the per-entity results as details for the delivery record.
-			return temporal.NewNonRetryableApplicationError(appErr.Message(), appErr.Type(), nil, result)
-		}
-		return err
+}
+
+func failureOf(err error) *intake.Failure {
+	if err == nil {
+		return nil
 	}
-	return nil
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return &intake.Failure{Type: appErr.Type(), Message: appErr.Message()}
+	}
+	return &intake.Failure{Type: "Error", Message: err.Error()}
 }

@@ -100,7 +100,7 @@ func (s *IngestSuite) TestTransientStoreErrorIsRetriedUntilItSucceeds() {
 		})
 	var audited []intake.EntityChange
 	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.AuditInput) error {
-		audited = in.Changes
+		audited = in.Result.Entities
 		return nil
 	})
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"groups","groups":[{"id":"g1","name":"G"}]}`))
@@ -118,7 +118,7 @@ func (s *IngestSuite) TestTransientStoreErrorIsRetriedUntilItSucceeds() {
 func (s *IngestSuite) TestMappingErrorIsNotRetriedAndIsAudited() {
 	var audited []intake.EntityChange
 	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.AuditInput) error {
-		audited = in.Changes
+		audited = in.Result.Entities
 		return nil
 	}).Once()
 	// g2 has no id: that item fails, g1 still goes to the store.
@@ -141,6 +141,11 @@ func (s *IngestSuite) TestValidationErrorFailsWithoutTouchingTheStore() {
 }
 
 func (s *IngestSuite) TestFilteredDeliveryWritesNothing() {
+	var recorded activities.AuditInput
+	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.AuditInput) error {
+		recorded = in
+		return nil
+	}).Once()
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"other"}`))
 	s.Require().True(s.env.IsWorkflowCompleted())
 	s.Require().NoError(s.env.GetWorkflowError())
@@ -150,7 +155,8 @@ func (s *IngestSuite) TestFilteredDeliveryWritesNothing() {
 	s.True(res.Mappings[0].Filtered)
 	s.Empty(res.Entities)
 	s.env.AssertNotCalled(s.T(), "Upsert", mock.Anything, mock.Anything)
-	s.env.AssertNotCalled(s.T(), "Audit", mock.Anything, mock.Anything)
+	s.Empty(activities.AuditEntries(recorded), "a filtered delivery has no audit entry")
+	s.Equal(intake.DeliveryFiltered, recorded.Result.Outcome, "but its delivery record says filtered")
 }
 
 func (s *IngestSuite) TestResultListsEveryEntityOutcome() {
@@ -171,9 +177,18 @@ func (s *IngestSuite) TestResultListsEveryEntityOutcome() {
 func (s *IngestSuite) TestTamperedBodyFailsSignatureInWorkflow() {
 	d := s.delivery(`{"kind":"groups","groups":[{"id":"g1"}]}`)
 	d.Body = []byte(`{"kind":"groups","groups":[{"id":"evil"}]}`)
+	var recorded activities.AuditInput
+	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.AuditInput) error {
+		recorded = in
+		return nil
+	}).Once()
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, d)
 	s.Require().True(s.env.IsWorkflowCompleted())
 	s.assertFailedWith(intake.ErrSignatureInvalid, "signature mismatch")
+	entries := activities.AuditEntries(recorded)
+	s.Require().Len(entries, 1)
+	s.Equal(intake.ActionAuthenticate, entries[0].Action)
+	s.Equal("delivery", entries[0].ResourceType)
 	s.env.AssertNotCalled(s.T(), "Upsert", mock.Anything, mock.Anything)
 }
 

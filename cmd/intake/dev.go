@@ -77,6 +77,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	stack = append(stack, ui.Stop)
 
+	if cfg.TemporalUIURL == "" {
+		cfg.TemporalUIURL = "http://" + ui.Addr()
+	}
 	p, err := startProcess(ctx, cfg, log, mongoURI, tsrv.FrontendAddr(), token)
 	if err != nil {
 		return err

@@ -67,17 +67,20 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	if cfg.hasRole("worker") {
 		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{})
 		p.worker.RegisterWorkflow(workflows.IngestWorkflow)
+		p.worker.RegisterWorkflow(workflows.BulkReplayWorkflow)
 		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log})
 		if err := p.worker.Start(); err != nil {
 			return nil, fmt.Errorf("start worker: %w", err)
 		}
 	}
-	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready}
+	starter := &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue}
+	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready,
+		Starter: starter, TemporalUI: cfg.TemporalUIURL, Namespace: cfg.TemporalNamespace}
 	var receiver *webhook.Receiver
 	if cfg.hasRole("receiver") {
 		receiver = &webhook.Receiver{
-			Catalog: p.catalog, Starter: &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue},
-			Audit: p.store, Log: log, MaxBody: cfg.MaxBody,
+			Catalog: p.catalog, Starter: starter,
+			Store: p.store, Log: log, MaxBody: cfg.MaxBody,
 		}
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -16,6 +16,7 @@ type settings struct {
 	TemporalAddr      string
 	TemporalUIAddr    string
 	TemporalNamespace string
+	TemporalUIURL     string
 	MongoURI          string
 	MongoAddr         string
 	MongoDatabase     string
@@ -39,6 +40,7 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.HTTPAddr, "http-addr", "INTAKE_HTTP_ADDR", httpDefault, "receiver and admin API address")
 	str(&s.TemporalAddr, "temporal-addr", "INTAKE_TEMPORAL_ADDRESS", "127.0.0.1:7233", "Temporal frontend (dev: where the embedded one listens)")
 	str(&s.TemporalUIAddr, "temporal-ui-addr", "INTAKE_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "embedded Temporal Web UI address (dev)")
+	str(&s.TemporalUIURL, "temporal-ui-url", "INTAKE_TEMPORAL_UI_URL", "", "Temporal Web UI base URL for workflow links (dev: the embedded UI)")
 	str(&s.TemporalNamespace, "temporal-namespace", "INTAKE_TEMPORAL_NAMESPACE", "default", "Temporal namespace")
 	str(&s.MongoURI, "mongodb-uri", "INTAKE_MONGODB_URI", "", "MongoDB URI (dev: unset runs the embedded server)")
 	str(&s.MongoAddr, "mongodb-addr", "INTAKE_MONGODB_ADDR", "127.0.0.1:27017", "embedded MongoDB-protocol server address (dev)")

@@ -27,9 +27,10 @@ import (
 // DefaultMaxBody is the body limit, well under Temporal's 2 MB payload limit.
 const DefaultMaxBody = 1 << 20
 
-// AuditWriter records refused signatures (the store).
-type AuditWriter interface {
+// Recorder keeps refused signatures and accepted deliveries (the store).
+type Recorder interface {
 	InsertAudit(ctx context.Context, entries []intake.AuditEntry) error
+	RecordAccepted(ctx context.Context, d intake.Delivery, workflowID, runID string) error
 }
 
 // Observer is told about outcomes for metrics; nil is allowed.
@@ -43,7 +44,7 @@ type Observer interface {
 type Receiver struct {
 	Catalog *mappings.Catalog
 	Starter *starters.Starter
-	Audit   AuditWriter
+	Store   Recorder
 	Log     *slog.Logger
 	MaxBody int64
 	Observe Observer
@@ -134,6 +135,13 @@ func (r *Receiver) receive(c *gin.Context) {
 		Abort(c, http.StatusServiceUnavailable, "temporal_unavailable", "the delivery could not be accepted now; retry later", nil)
 		return
 	}
+	if !started.Duplicate {
+		// The workflow records the delivery too when it ends; this makes it visible at once.
+		d.ID, d.Key = started.DeliveryID, strings.TrimPrefix(started.DeliveryID, in.Identifier+".")
+		if err := r.Store.RecordAccepted(c.Request.Context(), d, started.WorkflowID, started.RunID); err != nil {
+			r.Log.Warn("recording the accepted delivery failed; its workflow will", "delivery_id", d.ID, "err", err)
+		}
+	}
 	if r.Observe != nil {
 		r.Observe.Accepted(in.Identifier, time.Since(start))
 	}
@@ -173,7 +181,7 @@ func (r *Receiver) refuse(c *gin.Context, integration string, at time.Time, err 
 		Message:      err.Error(),
 		Status:       intake.StatusFailure,
 	}
-	if aerr := r.Audit.InsertAudit(c.Request.Context(), []intake.AuditEntry{entry}); aerr != nil {
+	if aerr := r.Store.InsertAudit(c.Request.Context(), []intake.AuditEntry{entry}); aerr != nil {
 		r.Log.Error("audit of refused signature failed", "integration", integration, "err", aerr)
 	}
 	Abort(c, http.StatusUnauthorized, "signature_invalid", err.Error(), nil)

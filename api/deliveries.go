@@ -1,0 +1,157 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.temporal.io/api/serviceerror"
+
+	"intake"
+	"intake/activities"
+	"intake/starters"
+	"intake/starters/webhook"
+	"intake/workflows"
+)
+
+func (s *Server) listDeliveries(c *gin.Context) {
+	f, ok := deliveryFilter(c)
+	if !ok {
+		return
+	}
+	items, next, err := s.Store.ListDeliveries(c.Request.Context(), f)
+	if err != nil {
+		s.storeError(c, "deliveries", err)
+		return
+	}
+	for i := range items {
+		s.link(&items[i])
+	}
+	listAnswer(c, items, next)
+}
+
+func deliveryFilter(c *gin.Context) (intake.DeliveryFilter, bool) {
+	limit, cursor, ok := page(c)
+	if !ok {
+		return intake.DeliveryFilter{}, false
+	}
+	from, ok := parseTime(c, "from")
+	if !ok {
+		return intake.DeliveryFilter{}, false
+	}
+	to, ok := parseTime(c, "to")
+	if !ok {
+		return intake.DeliveryFilter{}, false
+	}
+	return intake.DeliveryFilter{Integration: c.Query("integration"), Status: c.Query("status"),
+		From: from, To: to, Limit: limit, Cursor: cursor}, true
+}
+
+func (s *Server) getDelivery(c *gin.Context) {
+	d, err := s.Store.GetDelivery(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.storeError(c, "delivery "+c.Param("id"), err)
+		return
+	}
+	s.link(d)
+	c.JSON(http.StatusOK, d)
+}
+
+// link adds the Temporal UI address of the delivery's latest run.
+func (s *Server) link(d *intake.DeliveryRecord) {
+	if s.TemporalUI == "" || d.WorkflowID == "" {
+		return
+	}
+	d.WorkflowURL = s.TemporalUI + "/namespaces/" + url.PathEscape(s.Namespace) + "/workflows/" +
+		url.PathEscape(d.WorkflowID) + "/" + url.PathEscape(d.RunID) + "/history"
+}
+
+func (s *Server) replayDelivery(c *gin.Context) {
+	d, err := s.Store.GetDelivery(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.storeError(c, "delivery "+c.Param("id"), err)
+		return
+	}
+	started, err := s.Starter.Replay(c.Request.Context(), activities.ReplayOf(d))
+	if err != nil {
+		s.unavailable(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"delivery_id": d.ID, "workflow_id": started.WorkflowID, "run_id": started.RunID, "replay_of": d.ID})
+}
+
+// bulkReplayRequest selects deliveries to replay; status defaults to failed.
+type bulkReplayRequest struct {
+	Integration string    `json:"integration"`
+	Status      string    `json:"status"`
+	From        time.Time `json:"from"`
+	To          time.Time `json:"to"`
+}
+
+func (s *Server) bulkReplay(c *gin.Context) {
+	var req bulkReplayRequest
+	if c.Request.ContentLength != 0 && !decodeBody(c, &req) {
+		return
+	}
+	if req.Status == "" {
+		req.Status = intake.DeliveryFailed
+	}
+	if req.To.IsZero() {
+		req.To = time.Now().UTC() // deliveries that fail while the replay runs are not picked up
+	}
+	started, err := s.Starter.StartBulkReplay(c.Request.Context(), intake.DeliveryFilter{
+		Integration: req.Integration, Status: req.Status, From: req.From, To: req.To})
+	if err != nil {
+		s.unavailable(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"replay_id": started.WorkflowID, "workflow_id": started.WorkflowID, "run_id": started.RunID})
+}
+
+func (s *Server) getReplay(c *gin.Context) {
+	id := c.Param("id")
+	ctx := c.Request.Context()
+	desc, err := s.Starter.Client.DescribeWorkflowExecution(ctx, id, "")
+	if err != nil {
+		s.replayError(c, id, err)
+		return
+	}
+	var progress workflows.ReplayProgress
+	status := desc.GetWorkflowExecutionInfo().GetStatus().String()
+	if v, err := s.Starter.Client.QueryWorkflow(ctx, id, "", workflows.ProgressQuery); err == nil {
+		_ = v.Get(&progress)
+	} else if run := s.Starter.Client.GetWorkflow(ctx, id, ""); run != nil {
+		_ = run.Get(ctx, &progress) // a closed workflow answers with its result
+	}
+	c.JSON(http.StatusOK, gin.H{"replay_id": id, "status": status, "progress": progress})
+}
+
+func (s *Server) cancelReplay(c *gin.Context) {
+	id := c.Param("id")
+	if err := s.Starter.Client.CancelWorkflow(c.Request.Context(), id, ""); err != nil {
+		s.replayError(c, id, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"replay_id": id, "status": "cancel_requested"})
+}
+
+func (s *Server) replayError(c *gin.Context, id string, err error) {
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		webhook.Abort(c, http.StatusNotFound, "not_found", "replay "+id+" not found", nil)
+		return
+	}
+	s.unavailable(c, err)
+}
+
+func (s *Server) unavailable(c *gin.Context, err error) {
+	s.Log.Error("temporal request failed", "err", err)
+	c.Header("Retry-After", "5")
+	code := "temporal_unavailable"
+	if !errors.Is(err, starters.ErrUnavailable) {
+		code = "temporal_error"
+	}
+	webhook.Abort(c, http.StatusServiceUnavailable, code, err.Error(), nil)
+}

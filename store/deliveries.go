@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"intake"
+)
+
+// deliveryDoc keeps the raw body as text so operators can read it in the database too.
+type deliveryDoc struct {
+	ID          string                  `bson:"_id"`
+	Integration string                  `bson:"integration"`
+	Key         string                  `bson:"key"`
+	Origin      string                  `bson:"origin"`
+	Status      string                  `bson:"status"`
+	Body        string                  `bson:"body"`
+	Headers     map[string]string       `bson:"headers"`
+	Meta        map[string]any          `bson:"meta,omitempty"`
+	ReceivedAt  time.Time               `bson:"received_at"`
+	UpdatedAt   time.Time               `bson:"updated_at"`
+	WorkflowID  string                  `bson:"workflow_id"`
+	RunID       string                  `bson:"run_id"`
+	Error       *intake.Failure         `bson:"error,omitempty"`
+	Mappings    []intake.MappingOutcome `bson:"mappings,omitempty"`
+	Entities    []intake.EntityChange   `bson:"entities,omitempty"`
+	Replays     []intake.ReplayRun      `bson:"replays,omitempty"`
+}
+
+func (d *deliveryDoc) record() intake.DeliveryRecord {
+	return intake.DeliveryRecord{
+		ID: d.ID, Integration: d.Integration, Key: d.Key, Origin: d.Origin, Status: d.Status,
+		Body: []byte(d.Body), Headers: d.Headers, Meta: d.Meta, ReceivedAt: d.ReceivedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
+		WorkflowID: d.WorkflowID, RunID: d.RunID, Error: d.Error, Mappings: d.Mappings, Entities: d.Entities, Replays: d.Replays,
+	}
+}
+
+// insertFields are what a delivery record holds from its receipt on.
+func insertFields(d intake.Delivery) bson.D {
+	return bson.D{
+		{Key: "integration", Value: d.Integration}, {Key: "key", Value: d.Key}, {Key: "origin", Value: d.Origin},
+		{Key: "body", Value: string(d.Body)}, {Key: "headers", Value: d.Headers}, {Key: "meta", Value: d.Meta},
+		{Key: "received_at", Value: d.ReceivedAt.UTC()},
+	}
+}
+
+// RecordAccepted notes a delivery whose workflow was started; an existing record is kept.
+func (s *Store) RecordAccepted(ctx context.Context, d intake.Delivery, workflowID, runID string) error {
+	set := append(insertFields(d),
+		bson.E{Key: "status", Value: intake.StatusAccepted}, bson.E{Key: "workflow_id", Value: workflowID},
+		bson.E{Key: "run_id", Value: runID}, bson.E{Key: "updated_at", Value: time.Now().UTC()})
+	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
+		bson.D{{Key: "$setOnInsert", Value: set}}, options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("record delivery %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// DeliveryOutcome is what a finished run says about its delivery.
+type DeliveryOutcome struct {
+	Status     string
+	WorkflowID string
+	RunID      string
+	Error      *intake.Failure
+	Mappings   []intake.MappingOutcome
+	Entities   []intake.EntityChange
+}
+
+// RecordOutcome stores a run's outcome on its delivery (creating the record if the receiver
+// could not). A replay updates the original delivery and is listed among its replays.
+// Idempotent: a retried activity writes the same values.
+func (s *Store) RecordOutcome(ctx context.Context, d intake.Delivery, o DeliveryOutcome) error {
+	set := bson.D{
+		{Key: "status", Value: o.Status}, {Key: "error", Value: o.Error}, {Key: "mappings", Value: o.Mappings},
+		{Key: "entities", Value: o.Entities}, {Key: "updated_at", Value: time.Now().UTC()},
+		{Key: "workflow_id", Value: o.WorkflowID}, {Key: "run_id", Value: o.RunID},
+	}
+	update := bson.D{{Key: "$set", Value: set}}
+	if d.ReplayOf == "" {
+		update = append(update, bson.E{Key: "$setOnInsert", Value: insertFields(d)})
+	} else {
+		update = append(update, bson.E{Key: "$addToSet", Value: bson.D{{Key: "replays", Value: intake.ReplayRun{
+			WorkflowID: o.WorkflowID, RunID: o.RunID, Status: o.Status}}}})
+	}
+	id := d.ID
+	if d.ReplayOf != "" {
+		id = d.ReplayOf
+	}
+	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
+		options.UpdateOne().SetUpsert(d.ReplayOf == ""))
+	if err != nil {
+		return fmt.Errorf("record outcome of %s: %w", id, err)
+	}
+	return nil
+}
+
+// GetDelivery returns one delivery record or ErrNotFound.
+func (s *Store) GetDelivery(ctx context.Context, id string) (*intake.DeliveryRecord, error) {
+	var d deliveryDoc
+	err := s.db.Collection(colDeliveries).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get delivery %s: %w", id, err)
+	}
+	r := d.record()
+	return &r, nil
+}
+
+// ListDeliveries answers newest first, paged by a cursor on (received_at, _id).
+func (s *Store) ListDeliveries(ctx context.Context, f intake.DeliveryFilter) ([]intake.DeliveryRecord, string, error) {
+	filter := bson.D{}
+	if f.Integration != "" {
+		filter = append(filter, bson.E{Key: "integration", Value: f.Integration})
+	}
+	if f.Status != "" {
+		filter = append(filter, bson.E{Key: "status", Value: f.Status})
+	}
+	docs, next, err := listNewestFirst(ctx, s, colDeliveries, filter, "received_at", f.From, f.To, f.Limit, f.Cursor,
+		func(d *deliveryDoc) (time.Time, string) { return d.ReceivedAt, d.ID })
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]intake.DeliveryRecord, len(docs))
+	for i := range docs {
+		out[i] = docs[i].record()
+	}
+	return out, next, nil
+}
+
+// listNewestFirst runs a list query sorted by (timeField, _id) descending, with an optional time
+// range and cursor; key tells an item's sort key. next is "" on the last page.
+func listNewestFirst[T any](ctx context.Context, s *Store, col string, filter bson.D, timeField string,
+	from, to time.Time, limit int, cursor string, key func(*T) (time.Time, string)) ([]T, string, error) {
+	rng := bson.D{}
+	if !from.IsZero() {
+		rng = append(rng, bson.E{Key: "$gte", Value: from})
+	}
+	if !to.IsZero() {
+		rng = append(rng, bson.E{Key: "$lt", Value: to})
+	}
+	if len(rng) > 0 {
+		filter = append(filter, bson.E{Key: timeField, Value: rng})
+	}
+	if cursor != "" {
+		parts, err := decodeCursor(cursor, 2)
+		if err != nil {
+			return nil, "", ErrBadCursor
+		}
+		t, err := time.Parse(time.RFC3339Nano, parts[0])
+		if err != nil {
+			return nil, "", ErrBadCursor
+		}
+		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
+			bson.D{{Key: timeField, Value: bson.D{{Key: "$lt", Value: t}}}},
+			bson.D{{Key: timeField, Value: t}, {Key: "_id", Value: bson.D{{Key: "$lt", Value: parts[1]}}}},
+		}})
+	}
+	cur, err := s.db.Collection(col).Find(ctx, filter, options.Find().
+		SetSort(bson.D{{Key: timeField, Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(limit+1)))
+	if err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", col, err)
+	}
+	var out []T
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", col, err)
+	}
+	if len(out) <= limit {
+		return out, "", nil
+	}
+	out = out[:limit]
+	t, id := key(&out[limit-1])
+	return out, encodeCursor(t.UTC().Format(time.RFC3339Nano), id), nil
+}
