@@ -103,4 +103,3 @@ func shortRunID(ctx workflow.Context) string {
 func ReplayWorkflowID(integration, key, suffix string) string {
 	return "replay." + integration + "." + key + "." + suffix
 }
-
