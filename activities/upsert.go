@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -129,7 +130,7 @@ func referencedIDs(changes []intake.EntityChange, templates map[string]*intake.T
 			continue
 		}
 		for name, v := range c.Relations {
-			for _, target := range relationIDs(v) {
+			for _, target := range RelationIDs(v) {
 				add(store.EntityKey(tpl.Relations[name].Target, target))
 			}
 		}
@@ -137,7 +138,8 @@ func referencedIDs(changes []intake.EntityChange, templates map[string]*intake.T
 	return ids
 }
 
-func relationIDs(v any) []string {
+// RelationIDs lists the identifiers a relation value names.
+func RelationIDs(v any) []string {
 	switch x := v.(type) {
 	case string:
 		return []string{x}
@@ -161,13 +163,13 @@ func checkRelations(c *intake.EntityChange, tpl *intake.Template, docs map[strin
 	var placeholders []*store.EntityDoc
 	for _, name := range sortedNames(c.Relations) {
 		rel := tpl.Relations[name]
-		for _, target := range relationIDs(c.Relations[name]) {
+		for _, target := range RelationIDs(c.Relations[name]) {
 			key := store.EntityKey(rel.Target, target)
 			if docs[key] != nil {
 				continue
 			}
 			if !c.CreateMissingRelated {
-				return nil, fmt.Errorf("Relation '%s' does not exist (%s -> %s)", target, name, rel.Target)
+				return nil, errors.New(RelationMissing(target, name, rel.Target))
 			}
 			placeholders = append(placeholders, &store.EntityDoc{
 				ID: key, Template: rel.Target, Identifier: target,
@@ -179,9 +181,14 @@ func checkRelations(c *intake.EntityChange, tpl *intake.Template, docs map[strin
 	return placeholders, nil
 }
 
+// RelationMissing is the seed's message for a relation whose target does not exist.
+func RelationMissing(target, relation, template string) string {
+	return fmt.Sprintf("Relation '%s' does not exist (%s -> %s)", target, relation, template)
+}
+
 func requiredRelations(tpl *intake.Template, doc *store.EntityDoc) error {
 	for _, name := range sortedNames(tpl.Relations) {
-		if tpl.Relations[name].Required && len(relationIDs(doc.Relations[name])) == 0 {
+		if tpl.Relations[name].Required && len(RelationIDs(doc.Relations[name])) == 0 {
 			return fmt.Errorf("relation '%s' is required", name)
 		}
 	}

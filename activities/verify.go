@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,8 +33,13 @@ const (
 	SchemeHMACSHA256 = "hmac-sha256"
 	SchemeHMACSHA1   = "hmac-sha1"
 	SchemeStatic     = "static"
+	SchemeStandard   = "standard-webhooks"
+	SchemeBasic      = "basic"
 	SchemeNone       = "none"
 )
+
+// StandardWebhooksTolerance is how far webhook-timestamp may be from the receipt time.
+const StandardWebhooksTolerance = 5 * time.Minute
 
 // Scheme returns the effective scheme ("auto" by default, "none" without security).
 func Scheme(sec *intake.Security) string {
@@ -51,10 +57,15 @@ func Scheme(sec *intake.Security) string {
 // secrets may match, so secrets rotate without downtime. The receiver and the workflow's first
 // step both call it. credential reports that the header carried the secret itself (static
 // match): such a header must be redacted before it goes anywhere, and the verdict trusted later.
-func VerifySignature(sec *intake.Security, headers map[string]string, body []byte, _ time.Time) (credential bool, err error) {
+func VerifySignature(sec *intake.Security, headers map[string]string, body []byte, receivedAt time.Time) (credential bool, err error) {
 	scheme := Scheme(sec)
-	if scheme == SchemeNone {
+	switch scheme {
+	case SchemeNone:
 		return false, nil
+	case SchemeStandard:
+		return false, verifyStandardWebhooks(sec, headers, body, receivedAt)
+	case SchemeBasic:
+		return true, verifyBasic(sec, headers)
 	}
 	got, ok := headers[strings.ToLower(sec.SignatureHeaderName)]
 	if !ok || got == "" {
@@ -66,6 +77,71 @@ func VerifySignature(sec *intake.Security, headers map[string]string, body []byt
 		}
 	}
 	return false, &SignatureError{Reason: "signature mismatch"}
+}
+
+// verifyStandardWebhooks follows the Standard Webhooks spec: HMAC-SHA256 over
+// "{webhook-id}.{webhook-timestamp}.{body}" keyed with the base64 part of a whsec_ secret; the
+// signature header lists space-separated "v1,<base64>" entries, any of which may match.
+func verifyStandardWebhooks(sec *intake.Security, headers map[string]string, body []byte, receivedAt time.Time) error {
+	id, ts, sigs := headers["webhook-id"], headers["webhook-timestamp"], headers["webhook-signature"]
+	for name, v := range map[string]string{"webhook-id": id, "webhook-timestamp": ts, "webhook-signature": sigs} {
+		if v == "" {
+			return &SignatureError{Reason: fmt.Sprintf("signature header %s missing", name)}
+		}
+	}
+	sec0, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return &SignatureError{Reason: "signature timestamp is not a number"}
+	}
+	if d := receivedAt.Sub(time.Unix(sec0, 0)); d > StandardWebhooksTolerance || d < -StandardWebhooksTolerance {
+		return &SignatureError{Reason: "signature timestamp outside tolerance"}
+	}
+	signed := append([]byte(id+"."+ts+"."), body...)
+	for _, secret := range candidates(sec) {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+		if err != nil {
+			continue
+		}
+		mac := hmac.New(sha256.New, key)
+		mac.Write(signed)
+		want := mac.Sum(nil)
+		for _, entry := range strings.Fields(sigs) {
+			version, sig, ok := strings.Cut(entry, ",")
+			if !ok || version != "v1" {
+				continue
+			}
+			if b, err := base64.StdEncoding.DecodeString(sig); err == nil && hmac.Equal(b, want) {
+				return nil
+			}
+		}
+	}
+	return &SignatureError{Reason: "signature mismatch"}
+}
+
+// verifyBasic checks "Authorization: Basic base64(user:password)" against "user:password" secrets.
+func verifyBasic(sec *intake.Security, headers map[string]string) error {
+	name := sec.SignatureHeaderName
+	if name == "" {
+		name = "Authorization"
+	}
+	got, ok := headers[strings.ToLower(name)]
+	if !ok || got == "" {
+		return &SignatureError{Reason: fmt.Sprintf("signature header %s missing", name)}
+	}
+	enc, ok := strings.CutPrefix(got, "Basic ")
+	if !ok {
+		return &SignatureError{Reason: "signature header " + name + " is not Basic credentials"}
+	}
+	cred, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+	if err != nil {
+		return &SignatureError{Reason: "signature header " + name + " is not Basic credentials"}
+	}
+	for _, secret := range candidates(sec) {
+		if equal(string(cred), secret) {
+			return nil
+		}
+	}
+	return &SignatureError{Reason: "signature mismatch"}
 }
 
 func candidates(sec *intake.Security) []string {
@@ -146,7 +222,7 @@ func RedactHeaders(sec *intake.Security, headers map[string]string, credential b
 			out[k] = intake.Masked
 		}
 	}
-	if sec != nil && credential && sec.SignatureHeaderName != "" {
+	if sec != nil && credential && sec.SignatureHeaderName != "" && sec.SignatureHeaderName != "Authorization" {
 		k := strings.ToLower(sec.SignatureHeaderName)
 		if _, ok := out[k]; ok {
 			out[k] = intake.Masked
@@ -166,11 +242,23 @@ func (a *Activities) Verify(ctx context.Context, d intake.Delivery) error {
 		return nil // streams carry no signatures; replays trust the original receipt
 	}
 	sec := p.Integration.Security
-	if d.ReplayOf != "" || (d.Verified && sec != nil && d.Headers[strings.ToLower(sec.SignatureHeaderName)] == intake.Masked) {
+	if d.ReplayOf != "" || (d.Verified && credentialRedacted(sec, d.Headers)) {
 		return nil
 	}
 	if _, err := VerifySignature(sec, d.Headers, d.Body, d.ReceivedAt); err != nil {
 		return temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrSignatureInvalid, nil)
 	}
 	return nil
+}
+
+// credentialRedacted reports that the delivery's credential was masked by the receiver, so its
+// verdict is what the workflow records.
+func credentialRedacted(sec *intake.Security, headers map[string]string) bool {
+	if sec == nil {
+		return false
+	}
+	if Scheme(sec) == SchemeBasic {
+		return true
+	}
+	return headers[strings.ToLower(sec.SignatureHeaderName)] == intake.Masked
 }

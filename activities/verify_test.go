@@ -109,3 +109,82 @@ func TestAuditIDsAreDeterministicPerRun(t *testing.T) {
 	_, err := hex.DecodeString(a)
 	assert.NoError(t, err)
 }
+
+// The Standard Webhooks published test vector (standard-webhooks/standard-webhooks libraries).
+const (
+	swSecret    = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	swID        = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+	swTimestamp = "1614265330"
+	swPayload   = `{"test": 2432232314}`
+	swSignature = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+)
+
+func TestStandardWebhooks(t *testing.T) {
+	at := time.Unix(1614265330, 0)
+	headers := func(sig, ts string) map[string]string {
+		h := map[string]string{"webhook-id": swID, "webhook-timestamp": ts, "webhook-signature": sig}
+		for k, v := range h {
+			if v == "" {
+				delete(h, k)
+			}
+		}
+		return h
+	}
+	tests := []struct {
+		name    string
+		sec     intake.Security
+		headers map[string]string
+		at      time.Time
+		wantErr string
+	}{
+		{"published vector", intake.Security{Scheme: "standard-webhooks", SignatureValue: swSecret}, headers(swSignature, swTimestamp), at, ""},
+		{"one of several v1 signatures matches", intake.Security{Scheme: "standard-webhooks", SignatureValue: swSecret}, headers("v1,Zm9vYmFy v2,abc "+swSignature, swTimestamp), at, ""},
+		{"rotated secret matches", intake.Security{Scheme: "standard-webhooks", SignatureValue: "whsec_" + base64.StdEncoding.EncodeToString([]byte("old")), Secrets: []string{swSecret}}, headers(swSignature, swTimestamp), at, ""},
+		{"wrong secret", intake.Security{Scheme: "standard-webhooks", SignatureValue: "whsec_" + base64.StdEncoding.EncodeToString([]byte("other"))}, headers(swSignature, swTimestamp), at, "signature mismatch"},
+		{"timestamp 6 minutes old", intake.Security{Scheme: "standard-webhooks", SignatureValue: swSecret}, headers(swSignature, swTimestamp), at.Add(6 * time.Minute), "signature timestamp outside tolerance"},
+		{"timestamp 6 minutes ahead", intake.Security{Scheme: "standard-webhooks", SignatureValue: swSecret}, headers(swSignature, swTimestamp), at.Add(-6 * time.Minute), "signature timestamp outside tolerance"},
+		{"4 minutes old is within tolerance", intake.Security{Scheme: "standard-webhooks", SignatureValue: swSecret}, headers(swSignature, swTimestamp), at.Add(4 * time.Minute), ""},
+		{"missing signature header", intake.Security{Scheme: "standard-webhooks", SignatureValue: swSecret}, headers("", swTimestamp), at, "signature header webhook-signature missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cred, err := activities.VerifySignature(&tt.sec, tt.headers, []byte(swPayload), tt.at)
+			assert.False(t, cred, "an HMAC is not a credential")
+			if tt.wantErr == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, tt.wantErr, err.Error())
+		})
+	}
+}
+
+func TestBasic(t *testing.T) {
+	sec := &intake.Security{Scheme: "basic", SignatureValue: "ci:old-pass", Secrets: []string{"ci:new-pass"}}
+	auth := func(s string) map[string]string {
+		return map[string]string{"authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(s))}
+	}
+	for name, tc := range map[string]struct {
+		headers map[string]string
+		wantErr string
+	}{
+		"valid":          {auth("ci:old-pass"), ""},
+		"rotated":        {auth("ci:new-pass"), ""},
+		"wrong password": {auth("ci:nope"), "signature mismatch"},
+		"missing header": {map[string]string{}, "signature header Authorization missing"},
+		"bearer instead": {map[string]string{"authorization": "Bearer x"}, "signature header Authorization is not Basic credentials"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cred, err := activities.VerifySignature(sec, tc.headers, []byte(`{}`), time.Now())
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				assert.True(t, cred, "basic credentials are redacted and the verdict trusted")
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, tc.wantErr, err.Error())
+			assert.NotContains(t, err.Error(), "pass")
+		})
+	}
+}

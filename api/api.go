@@ -57,6 +57,8 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	admin.GET("/integrations/:id", s.getIntegration)
 	admin.PUT("/integrations/:id", s.putIntegration)
 	admin.DELETE("/integrations/:id", s.deleteIntegration)
+	admin.POST("/integrations/:id/test", s.testIntegration)
+	admin.POST("/integrations/test", s.testUnsavedIntegration)
 	admin.GET("/entities", s.listEntities)
 	admin.GET("/entities/:template/*identifier", s.getEntity)
 	admin.GET("/audit_logs", s.listAudit)

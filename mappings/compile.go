@@ -5,6 +5,7 @@ package mappings
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -182,17 +183,36 @@ func Compile(in intake.Integration, templates map[string]*intake.Template) (*Pro
 		}
 	}
 	if s := in.Security; s != nil {
+		needsHeader := true
 		switch s.Scheme {
 		case "", "auto", "hmac-sha256", "hmac-sha1", "static":
+		case "standard-webhooks", "basic":
+			needsHeader = false
 		case "none":
+			needsHeader = false
 			if !s.AllowUnsigned {
 				errs.add("security.scheme", `"none" needs "allow_unsigned": true`)
 			}
 		default:
-			errs.add("security.scheme", "unknown value %q (want auto, hmac-sha256, hmac-sha1, static or none)", s.Scheme)
+			errs.add("security.scheme", "unknown value %q (want auto, hmac-sha256, hmac-sha1, static, standard-webhooks, basic or none)", s.Scheme)
 		}
-		if s.Scheme != "none" && s.SignatureHeaderName == "" {
+		if needsHeader && s.SignatureHeaderName == "" {
 			errs.add("security.signature_header_name", "is required")
+		}
+		if needsHeader || s.Scheme == "standard-webhooks" || s.Scheme == "basic" {
+			if s.SignatureValue == "" && len(s.Secrets) == 0 {
+				errs.add("security.signature_value", "a secret is required")
+			}
+		}
+		if s.Scheme == "standard-webhooks" {
+			for i, sec := range append([]string{s.SignatureValue}, s.Secrets...) {
+				if sec == "" {
+					continue
+				}
+				if _, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(sec, "whsec_")); err != nil {
+					errs.add("security.secrets", "secret %d is not a whsec_ base64 key", i)
+				}
+			}
 		}
 	}
 	if in.RateLimit != nil && (in.RateLimit.PerSecond <= 0 || in.RateLimit.Burst < 1) {
