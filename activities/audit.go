@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"time"
 
+	"go.temporal.io/sdk/activity"
+
 	"intake"
+	"intake/metrics"
 	"intake/store"
 )
 
@@ -24,13 +27,26 @@ type AuditInput struct {
 // outcome. Entry IDs are derived from workflow ID, run ID, mapping and item, so a retry writes
 // nothing twice while a redelivery or replay (a new run) gets entries of its own.
 func (a *Activities) Audit(ctx context.Context, in AuditInput) error {
+	countRetry(ctx)
 	if err := a.Store.InsertAudit(ctx, AuditEntries(in)); err != nil {
 		return fmt.Errorf("audit %s: %w", in.Ref.DeliveryID, err)
 	}
-	return a.Store.RecordOutcome(ctx, in.Delivery, store.DeliveryOutcome{
+	err := a.Store.RecordOutcome(ctx, in.Delivery, store.DeliveryOutcome{
 		Status: in.Result.Outcome, WorkflowID: in.Ref.WorkflowID, RunID: in.Ref.RunID, Error: in.Failure,
 		Mappings: in.Result.Mappings, Entities: in.Result.Entities,
 	})
+	if err != nil {
+		return err
+	}
+	metrics.Deliveries.WithLabelValues(in.Ref.Integration, in.Ref.Origin, in.Result.Outcome).Inc()
+	return nil
+}
+
+// countRetry counts attempts after the first, so store trouble shows on /metrics.
+func countRetry(ctx context.Context) {
+	if info := activity.GetInfo(ctx); info.Attempt > 1 {
+		metrics.ActivityRetries.WithLabelValues(info.ActivityType.Name).Inc()
+	}
 }
 
 // AuditEntries builds the entries of a run.

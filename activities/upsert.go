@@ -25,6 +25,7 @@ type UpsertInput struct {
 // as it will be stored. Store errors are returned for Temporal to retry; everything else is a
 // per-entity outcome. A retried attempt reports what its first attempt did (LastRun).
 func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.EntityChange, error) {
+	countRetry(ctx)
 	changes := in.Changes
 	runKey := in.Ref.WorkflowID + "/" + in.Ref.RunID
 	templates := a.Catalog.Templates()

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"intake/mappings"
+	"intake/metrics"
 	"intake/starters"
 	"intake/starters/webhook"
 	"intake/store"
@@ -45,6 +47,7 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	})
 	g.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	g.GET("/readyz", s.readyz)
+	g.GET("/metrics", gin.WrapH(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
 	if r != nil {
 		r.Register(g)
 	}

@@ -65,9 +65,20 @@ func (s *Store) ListTemplates(ctx context.Context) ([]intake.Template, error) {
 	return listConfig[intake.Template](ctx, s, colTemplates)
 }
 
-// ListIntegrations returns every integration, sorted by identifier.
+// ListIntegrations returns every integration, sorted by identifier, secrets decrypted.
 func (s *Store) ListIntegrations(ctx context.Context) ([]intake.Integration, error) {
-	return listConfig[intake.Integration](ctx, s, colIntegrations)
+	ints, err := listConfig[intake.Integration](ctx, s, colIntegrations)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ints {
+		open, err := s.openSecrets(&ints[i])
+		if err != nil {
+			return nil, err
+		}
+		ints[i] = *open
+	}
+	return ints, nil
 }
 
 // GetTemplate returns one template or ErrNotFound.
@@ -75,9 +86,13 @@ func (s *Store) GetTemplate(ctx context.Context, id string) (*intake.Template, e
 	return getConfig[intake.Template](ctx, s, colTemplates, id)
 }
 
-// GetIntegration returns one integration or ErrNotFound.
+// GetIntegration returns one integration (secrets decrypted) or ErrNotFound.
 func (s *Store) GetIntegration(ctx context.Context, id string) (*intake.Integration, error) {
-	return getConfig[intake.Integration](ctx, s, colIntegrations, id)
+	in, err := getConfig[intake.Integration](ctx, s, colIntegrations, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.openSecrets(in)
 }
 
 // PutTemplate creates or replaces a template; created says which.
@@ -85,9 +100,13 @@ func (s *Store) PutTemplate(ctx context.Context, t *intake.Template) (created bo
 	return s.putConfig(ctx, colTemplates, t.Identifier, t)
 }
 
-// PutIntegration creates or replaces an integration; created says which.
+// PutIntegration creates or replaces an integration, secrets encrypted; created says which.
 func (s *Store) PutIntegration(ctx context.Context, in *intake.Integration) (created bool, err error) {
-	return s.putConfig(ctx, colIntegrations, in.Identifier, in)
+	sealed, err := s.sealSecrets(in)
+	if err != nil {
+		return false, err
+	}
+	return s.putConfig(ctx, colIntegrations, in.Identifier, sealed)
 }
 
 // DeleteTemplate removes a template or returns ErrNotFound.

@@ -37,12 +37,14 @@ var ErrNotFound = errors.New("not found")
 
 // Store wraps one MongoDB database.
 type Store struct {
-	client *mongo.Client
-	db     *mongo.Database
+	client    *mongo.Client
+	db        *mongo.Database
+	secretKey []byte
 }
 
-// Open connects, checks the server answers and creates the indexes.
-func Open(ctx context.Context, uri, database string) (*Store, error) {
+// Open connects, checks the server answers and creates the indexes. secretKey (see SecretKey)
+// encrypts integration secrets at rest; without one, secrets cannot be written.
+func Open(ctx context.Context, uri, database string, secretKey []byte) (*Store, error) {
 	opts := options.Client().ApplyURI(uri).
 		SetBSONOptions(&options.BSONOptions{DefaultDocumentMap: true}).
 		SetServerSelectionTimeout(5 * time.Second).
@@ -51,7 +53,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", redactURI(uri), err)
 	}
-	s := &Store{client: client, db: client.Database(database)}
+	s := &Store{client: client, db: client.Database(database), secretKey: secretKey}
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err

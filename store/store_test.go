@@ -10,6 +10,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"intake"
 	"intake/store"
@@ -23,7 +26,7 @@ func open(t *testing.T) (*store.Store, *store.Embedded, string) {
 	require.NoError(t, err)
 	t.Cleanup(emb.Stop)
 	ctx := context.Background()
-	s, err := store.Open(ctx, emb.URI(), "intake")
+	s, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	require.NoError(t, emb.AddIDIndexes(ctx, "intake"))
@@ -41,7 +44,7 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 	})
 
 	t.Run("opening again on existing collections and indexes works", func(t *testing.T) {
-		s2, err := store.Open(ctx, emb.URI(), "intake")
+		s2, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
 		require.NoError(t, err)
 		require.NoError(t, s2.Close(ctx))
 	})
@@ -98,6 +101,28 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		assert.Empty(t, got[0].Message)
 	})
 
+	t.Run("integration secrets are encrypted at rest", func(t *testing.T) {
+		in := &intake.Integration{Identifier: "sealed", Security: &intake.Security{SignatureHeaderName: "X", SignatureValue: "plain-s3cret", Secrets: []string{"next-s3cret"}}}
+		_, err := s.PutIntegration(ctx, in)
+		require.NoError(t, err)
+		assert.Equal(t, "plain-s3cret", in.Security.SignatureValue, "the caller's value is not modified")
+		raw, err := rawBody(ctx, emb.URI(), "integrations", "sealed")
+		require.NoError(t, err)
+		assert.NotContains(t, raw, "s3cret")
+		assert.Contains(t, raw, "enc:v1:")
+		got, err := s.GetIntegration(ctx, "sealed")
+		require.NoError(t, err)
+		assert.Equal(t, "plain-s3cret", got.Security.SignatureValue)
+		assert.Equal(t, []string{"next-s3cret"}, got.Security.Secrets)
+		other, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("another-key"))
+		require.NoError(t, err)
+		defer other.Close(ctx)
+		_, err = other.GetIntegration(ctx, "sealed")
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "INTAKE_SECRET_KEY")
+		assert.NotContains(t, err.Error(), "s3cret")
+	})
+
 	t.Run("config writes bump the version", func(t *testing.T) {
 		v0, err := s.ConfigVersion(ctx)
 		require.NoError(t, err)
@@ -112,4 +137,18 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		require.NoError(t, s.DeleteTemplate(ctx, "t1"))
 		assert.ErrorIs(t, s.DeleteTemplate(ctx, "t1"), store.ErrNotFound)
 	})
+}
+
+// rawBody reads a config document as stored, bypassing the store.
+func rawBody(ctx context.Context, uri, col, id string) (string, error) {
+	c, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		return "", err
+	}
+	defer c.Disconnect(ctx)
+	var doc struct {
+		Body string `bson:"body"`
+	}
+	err = c.Database("intake").Collection(col).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
+	return doc.Body, err
 }

@@ -143,7 +143,7 @@ func gojqCeiling(b *testing.B) float64 {
 // storeCeiling upserts single documents by _id into the running embedded server for 2 s.
 func storeCeiling(b *testing.B, s *stack) float64 {
 	ctx := context.Background()
-	st, err := store.Open(ctx, "mongodb://"+s.addr("mongodb")+"/", "intake")
+	st, err := store.Open(ctx, "mongodb://"+s.addr("mongodb")+"/", "intake", nil)
 	require.NoError(b, err)
 	defer st.Close(ctx)
 	start, count := time.Now(), 0

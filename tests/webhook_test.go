@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"os"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -284,6 +285,10 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		cmd := exec.Command(intakeBin, "serve", "--roles", "receiver",
 			"--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--temporal-addr", fmt.Sprintf("127.0.0.1:%d", dead),
 			"--mongodb-uri", "mongodb://"+s.addr("mongodb")+"/", "--admin-token", "t")
+		// The dev process's key, so this process can read the secrets it wrote.
+		key, err := os.ReadFile(filepath.Join(s.dir, ".intake", "secret-key"))
+		require.NoError(t, err)
+		cmd.Env = append(os.Environ(), "INTAKE_SECRET_KEY="+strings.TrimSpace(string(key)))
 		require.NoError(t, cmd.Start())
 		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 		other := &stack{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port)}

@@ -40,8 +40,10 @@ func runDev(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if _, err := keptSecret(filepath.Join(cfg.DataDir, "secret-key")); err != nil {
-		return err
+	if cfg.SecretKey == "" {
+		if cfg.SecretKey, err = keptSecret(filepath.Join(cfg.DataDir, "secret-key")); err != nil {
+			return err
+		}
 	}
 	started := time.Now()
 	var stack []func()

@@ -18,6 +18,7 @@ import (
 	"intake/activities"
 	"intake/api"
 	"intake/mappings"
+	"intake/metrics"
 	"intake/starters"
 	"intake/starters/webhook"
 	"intake/store"
@@ -45,7 +46,7 @@ type process struct {
 func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI, temporalAddr, adminToken string) (*process, error) {
 	p := &process{cfg: cfg, log: log}
 	var err error
-	if p.store, err = store.Open(ctx, mongoURI, cfg.MongoDatabase); err != nil {
+	if p.store, err = store.Open(ctx, mongoURI, cfg.MongoDatabase, store.SecretKey(cfg.SecretKey)); err != nil {
 		return nil, err
 	}
 	p.catalog = mappings.NewCatalog(p.store, log)
@@ -80,7 +81,7 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	if cfg.hasRole("receiver") {
 		receiver = &webhook.Receiver{
 			Catalog: p.catalog, Starter: starter,
-			Store: p.store, Log: log, MaxBody: cfg.MaxBody,
+			Store: p.store, Log: log, MaxBody: cfg.MaxBody, Observe: metrics.Webhook{},
 		}
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -145,6 +146,9 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	if cfg.AdminToken == "" {
 		return errors.New("serve needs INTAKE_ADMIN_TOKEN (or --admin-token)")
+	}
+	if cfg.SecretKey == "" {
+		return errors.New("serve needs INTAKE_SECRET_KEY (or --secret-key) to keep integration secrets encrypted")
 	}
 	p, err := startProcess(ctx, cfg, log, cfg.MongoURI, cfg.TemporalAddr, cfg.AdminToken)
 	if err != nil {

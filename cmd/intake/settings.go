@@ -21,6 +21,7 @@ type settings struct {
 	MongoAddr         string
 	MongoDatabase     string
 	AdminToken        string
+	SecretKey         string
 	LogLevel          string
 	MaxBody           int64
 	Roles             string
@@ -46,6 +47,7 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.MongoAddr, "mongodb-addr", "INTAKE_MONGODB_ADDR", "127.0.0.1:27017", "embedded MongoDB-protocol server address (dev)")
 	str(&s.MongoDatabase, "mongodb-database", "INTAKE_MONGODB_DATABASE", "intake", "MongoDB database")
 	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
+	str(&s.SecretKey, "secret-key", "INTAKE_SECRET_KEY", "", "key that encrypts integration secrets at rest (dev: generated and kept)")
 	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker", "serve: comma-separated roles (receiver, worker)")
 	maxBody, _ := strconv.ParseInt(envOr("INTAKE_MAX_BODY_BYTES", "1048576"), 10, 64)

@@ -35,7 +35,7 @@ type Recorder interface {
 
 // Observer is told about outcomes for metrics; nil is allowed.
 type Observer interface {
-	Accepted(integration string, d time.Duration)
+	Accepted(integration string, duplicate bool, d time.Duration)
 	SignatureFailed(integration string)
 	StartFailed(integration string)
 }
@@ -143,7 +143,7 @@ func (r *Receiver) receive(c *gin.Context) {
 		}
 	}
 	if r.Observe != nil {
-		r.Observe.Accepted(in.Identifier, time.Since(start))
+		r.Observe.Accepted(in.Identifier, started.Duplicate, time.Since(start))
 	}
 	r.Log.Info("delivery accepted", "integration", in.Identifier, "delivery_id", started.DeliveryID,
 		"workflow_id", started.WorkflowID, "run_id", started.RunID, "duplicate", started.Duplicate)

@@ -1,0 +1,65 @@
+// Package metrics owns intake's Prometheus series, shared by the receiver, the listeners and the
+// workers of a process, and served on GET /metrics.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Registry holds every series of one process.
+var Registry = prometheus.NewRegistry()
+
+var (
+	// Deliveries counts finished deliveries by outcome (succeeded, filtered, failed).
+	Deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "intake_deliveries_total", Help: "Finished deliveries by integration, origin and outcome.",
+	}, []string{"integration", "origin", "outcome"})
+	// Accepted counts deliveries whose workflow start succeeded (or found a duplicate).
+	Accepted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "intake_deliveries_accepted_total", Help: "Deliveries handed to Temporal, by integration, origin and duplicate.",
+	}, []string{"integration", "origin", "duplicate"})
+	// AcceptLatency is the time from receipt to the 202 answer.
+	AcceptLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "intake_accept_latency_seconds", Help: "Webhook receipt to 202, by integration.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"integration"})
+	// SignatureFailures counts refused webhook signatures.
+	SignatureFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "intake_signature_failures_total", Help: "Refused webhook signatures by integration.",
+	}, []string{"integration"})
+	// StartFailures counts workflow starts that failed (Temporal unreachable).
+	StartFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "intake_workflow_start_failures_total", Help: "Failed workflow starts by integration.",
+	}, []string{"integration"})
+	// ActivityRetries counts activity attempts after the first.
+	ActivityRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "intake_activity_retries_total", Help: "Activity attempts after the first, by activity.",
+	}, []string{"activity"})
+)
+
+func init() {
+	Registry.MustRegister(Deliveries, Accepted, AcceptLatency, SignatureFailures, StartFailures, ActivityRetries,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// Webhook observes the receiver's outcomes.
+type Webhook struct{}
+
+// Accepted records an accepted delivery and its latency.
+func (Webhook) Accepted(integration string, duplicate bool, d time.Duration) {
+	dup := "false"
+	if duplicate {
+		dup = "true"
+	}
+	Accepted.WithLabelValues(integration, "WEBHOOK", dup).Inc()
+	AcceptLatency.WithLabelValues(integration).Observe(d.Seconds())
+}
+
+// SignatureFailed records a refused signature.
+func (Webhook) SignatureFailed(integration string) { SignatureFailures.WithLabelValues(integration).Inc() }
+
+// StartFailed records a failed workflow start.
+func (Webhook) StartFailed(integration string) { StartFailures.WithLabelValues(integration).Inc() }
