@@ -45,7 +45,7 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	g.NoRoute(func(c *gin.Context) {
 		webhook.Abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.URL.Path, nil)
 	})
-	g.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	g.GET("/healthz", func(c *gin.Context) { c.PureJSON(http.StatusOK, gin.H{"status": "ok"}) })
 	g.GET("/readyz", s.readyz)
 	g.GET("/metrics", gin.WrapH(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
 	if r != nil {
@@ -81,7 +81,7 @@ func (s *Server) readyz(c *gin.Context) {
 		webhook.Abort(c, http.StatusServiceUnavailable, "not_ready", err.Error(), nil)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready", "config_version": s.Catalog.Version()})
+	c.PureJSON(http.StatusOK, gin.H{"status": "ready", "config_version": s.Catalog.Version()})
 }
 
 func (s *Server) auth(c *gin.Context) {
@@ -143,7 +143,7 @@ func listAnswer[T any](c *gin.Context, items []T, next string) {
 	if items == nil {
 		items = []T{}
 	}
-	c.JSON(http.StatusOK, items)
+	c.PureJSON(http.StatusOK, items)
 }
 
 func parseTime(c *gin.Context, name string) (time.Time, bool) {

@@ -28,7 +28,7 @@ func (s *Server) getTemplate(c *gin.Context) {
 		s.storeError(c, "template "+c.Param("id"), err)
 		return
 	}
-	c.JSON(http.StatusOK, t)
+	c.PureJSON(http.StatusOK, t)
 }
 
 func (s *Server) putTemplate(c *gin.Context) {
@@ -36,35 +36,72 @@ func (s *Server) putTemplate(c *gin.Context) {
 	if !decodeBody(c, &t) || !sameID(c, &t.Identifier) {
 		return
 	}
-	created, err := s.ApplyTemplate(c.Request.Context(), &t)
+	result, err := s.ApplyTemplate(c.Request.Context(), &t)
 	if err != nil {
 		s.writeError(c, "template", err)
 		return
 	}
-	c.JSON(createdStatus(created), t)
+	c.Header(ResultHeader, result)
+	c.PureJSON(resultStatus(result), t)
 }
 
-// ApplyTemplate validates a template against the store and writes it.
-func (s *Server) ApplyTemplate(ctx context.Context, t *intake.Template) (created bool, err error) {
+// ResultHeader says what a PUT did: created, updated or unchanged.
+const ResultHeader = "X-Intake-Result"
+
+// Results of an apply.
+const (
+	Created   = "created"
+	Updated   = "updated"
+	Unchanged = "unchanged"
+)
+
+// ApplyTemplate validates a template against the store and writes it unless it is unchanged.
+func (s *Server) ApplyTemplate(ctx context.Context, t *intake.Template) (string, error) {
 	if t.Schema.Properties == nil {
 		t.Schema.Properties = map[string]json.RawMessage{}
 	}
 	existing, err := s.Store.ListTemplates(ctx)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	known := map[string]bool{}
-	for _, e := range existing {
-		known[e.Identifier] = true
+	for i := range existing {
+		known[existing[i].Identifier] = true
+		if existing[i].Identifier == t.Identifier && sameJSON(&existing[i], t) {
+			return Unchanged, nil
+		}
 	}
 	if _, err := mappings.CompileTemplate(t, known); err != nil {
-		return false, err
+		return "", err
 	}
-	if created, err = s.Store.PutTemplate(ctx, t); err != nil {
-		return false, err
+	return s.put(ctx, func() (bool, error) { return s.Store.PutTemplate(ctx, t) })
+}
+
+func (s *Server) put(ctx context.Context, write func() (bool, error)) (string, error) {
+	created, err := write()
+	if err != nil {
+		return "", err
 	}
 	s.refresh(ctx)
-	return created, nil
+	if created {
+		return Created, nil
+	}
+	return Updated, nil
+}
+
+// sameJSON compares two documents as the API shows them (map keys sorted).
+func sameJSON(a, b any) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	if errA != nil || errB != nil {
+		return false
+	}
+	var va, vb any
+	_ = json.Unmarshal(ja, &va)
+	_ = json.Unmarshal(jb, &vb)
+	ca, _ := json.Marshal(va)
+	cb, _ := json.Marshal(vb)
+	return string(ca) == string(cb)
 }
 
 // writeError answers a failed write: 400 for invalid configuration, else a store error.
@@ -132,7 +169,7 @@ func (s *Server) getIntegration(c *gin.Context) {
 		return
 	}
 	maskSecrets(in)
-	c.JSON(http.StatusOK, in)
+	c.PureJSON(http.StatusOK, in)
 }
 
 func (s *Server) putIntegration(c *gin.Context) {
@@ -140,20 +177,22 @@ func (s *Server) putIntegration(c *gin.Context) {
 	if !decodeBody(c, &in) || !sameID(c, &in.Identifier) {
 		return
 	}
-	created, err := s.ApplyIntegration(c.Request.Context(), &in)
+	result, err := s.ApplyIntegration(c.Request.Context(), &in)
 	if err != nil {
 		s.writeError(c, "integration", err)
 		return
 	}
 	maskSecrets(&in)
-	c.JSON(createdStatus(created), in)
+	c.Header(ResultHeader, result)
+	c.PureJSON(resultStatus(result), in)
 }
 
-// ApplyIntegration validates an integration against the stored templates and writes it.
-func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (created bool, err error) {
+// ApplyIntegration validates an integration against the stored templates and writes it
+// unless it is unchanged.
+func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (string, error) {
 	tpls, err := s.Store.ListTemplates(ctx)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	byID := make(map[string]*intake.Template, len(tpls))
 	for i := range tpls {
@@ -162,15 +201,14 @@ func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (
 	// A masked secret sent back unchanged (GET, edit, PUT) keeps the stored one.
 	if prev, err := s.Store.GetIntegration(ctx, in.Identifier); err == nil {
 		keepMaskedSecrets(in, prev)
+		if sameJSON(prev, in) {
+			return Unchanged, nil
+		}
 	}
 	if _, err := mappings.Compile(*in, byID); err != nil {
-		return false, err
+		return "", err
 	}
-	if created, err = s.Store.PutIntegration(ctx, in); err != nil {
-		return false, err
-	}
-	s.refresh(ctx)
-	return created, nil
+	return s.put(ctx, func() (bool, error) { return s.Store.PutIntegration(ctx, in) })
 }
 
 func (s *Server) deleteIntegration(c *gin.Context) {
@@ -194,8 +232,8 @@ func sameID(c *gin.Context, id *string) bool {
 	return true
 }
 
-func createdStatus(created bool) int {
-	if created {
+func resultStatus(result string) int {
+	if result == Created {
 		return http.StatusCreated
 	}
 	return http.StatusOK

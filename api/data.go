@@ -29,7 +29,7 @@ func (s *Server) getEntity(c *gin.Context) {
 		s.storeError(c, "entity "+tpl+"/"+id, err)
 		return
 	}
-	c.JSON(http.StatusOK, e)
+	c.PureJSON(http.StatusOK, e)
 }
 
 func (s *Server) listAudit(c *gin.Context) {

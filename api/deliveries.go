@@ -56,7 +56,7 @@ func (s *Server) getDelivery(c *gin.Context) {
 		return
 	}
 	s.link(d)
-	c.JSON(http.StatusOK, d)
+	c.PureJSON(http.StatusOK, d)
 }
 
 // link adds the Temporal UI address of the delivery's latest run.
@@ -79,7 +79,7 @@ func (s *Server) replayDelivery(c *gin.Context) {
 		s.unavailable(c, err)
 		return
 	}
-	c.JSON(http.StatusAccepted, gin.H{"delivery_id": d.ID, "workflow_id": started.WorkflowID, "run_id": started.RunID, "replay_of": d.ID})
+	c.PureJSON(http.StatusAccepted, gin.H{"delivery_id": d.ID, "workflow_id": started.WorkflowID, "run_id": started.RunID, "replay_of": d.ID})
 }
 
 // bulkReplayRequest selects deliveries to replay; status defaults to failed.
@@ -107,7 +107,7 @@ func (s *Server) bulkReplay(c *gin.Context) {
 		s.unavailable(c, err)
 		return
 	}
-	c.JSON(http.StatusAccepted, gin.H{"replay_id": started.WorkflowID, "workflow_id": started.WorkflowID, "run_id": started.RunID})
+	c.PureJSON(http.StatusAccepted, gin.H{"replay_id": started.WorkflowID, "workflow_id": started.WorkflowID, "run_id": started.RunID})
 }
 
 func (s *Server) getReplay(c *gin.Context) {
@@ -125,7 +125,7 @@ func (s *Server) getReplay(c *gin.Context) {
 	} else if run := s.Starter.Client.GetWorkflow(ctx, id, ""); run != nil {
 		_ = run.Get(ctx, &progress) // a closed workflow answers with its result
 	}
-	c.JSON(http.StatusOK, gin.H{"replay_id": id, "status": status, "progress": progress})
+	c.PureJSON(http.StatusOK, gin.H{"replay_id": id, "status": status, "progress": progress})
 }
 
 func (s *Server) cancelReplay(c *gin.Context) {
@@ -134,7 +134,7 @@ func (s *Server) cancelReplay(c *gin.Context) {
 		s.replayError(c, id, err)
 		return
 	}
-	c.JSON(http.StatusAccepted, gin.H{"replay_id": id, "status": "cancel_requested"})
+	c.PureJSON(http.StatusAccepted, gin.H{"replay_id": id, "status": "cancel_requested"})
 }
 
 func (s *Server) replayError(c *gin.Context, id string, err error) {

@@ -93,7 +93,7 @@ func (s *Server) dryRun(c *gin.Context, p *mappings.Program, req dryRunRequest) 
 	if ans.Entities == nil {
 		ans.Entities = []intake.EntityChange{}
 	}
-	c.JSON(http.StatusOK, ans)
+	c.PureJSON(http.StatusOK, ans)
 }
 
 // checkRelations reads (never writes) whether relation targets exist.

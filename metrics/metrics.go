@@ -59,7 +59,9 @@ func (Webhook) Accepted(integration string, duplicate bool, d time.Duration) {
 }
 
 // SignatureFailed records a refused signature.
-func (Webhook) SignatureFailed(integration string) { SignatureFailures.WithLabelValues(integration).Inc() }
+func (Webhook) SignatureFailed(integration string) {
+	SignatureFailures.WithLabelValues(integration).Inc()
+}
 
 // StartFailed records a failed workflow start.
 func (Webhook) StartFailed(integration string) { StartFailures.WithLabelValues(integration).Inc() }

@@ -2,11 +2,11 @@ package tests
 
 import (
 	"context"
-	"os"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"

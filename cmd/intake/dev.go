@@ -18,7 +18,6 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
-	"intake"
 	"intake/embedded"
 	"intake/examples"
 	"intake/store"
@@ -135,23 +134,12 @@ func loadExamplesOnce(ctx context.Context, cfg *settings, p *process) error {
 	if err != nil {
 		return err
 	}
-	// Relation targets must exist first: apply in rounds until every template is in.
-	for pending := tpls; len(pending) > 0; {
-		var next []int
-		var lastErr error
-		for i := range pending {
-			if _, err := p.api.ApplyTemplate(ctx, &pending[i]); err != nil {
-				next, lastErr = append(next, i), err
-			}
-		}
-		if len(next) == len(pending) {
-			return fmt.Errorf("load example templates: %w", lastErr)
-		}
-		rest := make([]intake.Template, 0, len(next))
-		for _, i := range next {
-			rest = append(rest, pending[i])
-		}
-		pending = rest
+	// Relation targets must exist first.
+	if err := inRounds(len(tpls), func(i int) error {
+		_, err := p.api.ApplyTemplate(ctx, &tpls[i])
+		return err
+	}); err != nil {
+		return fmt.Errorf("load example templates: %w", err)
 	}
 	ints, err := examples.Integrations()
 	if err != nil {

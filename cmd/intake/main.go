@@ -18,7 +18,17 @@ Usage:
   intake dev    [flags]   everything on this machine: embedded Temporal (+ Web UI), embedded
                           MongoDB-protocol server, receiver, admin API and worker
   intake serve  [flags]   production roles against a Temporal cluster and MongoDB
+  intake apply -f FILE|DIR
+                          create or update templates and integrations (JSON or YAML; idempotent)
+  intake replay ID        replay one stored delivery against the current configuration
+  intake replay --integration ID [--status failed] [--from T] [--to T] [--wait]
+                          replay every matching delivery (a bulk replay workflow)
+  intake test-mapping --integration ID --payload FILE [--headers k=v,...]
+                          dry run: the entities a payload would produce; writes nothing
   intake help             this text
+
+The admin commands read --server ($INTAKE_SERVER, default http://127.0.0.1:8080) and --token
+($INTAKE_ADMIN_TOKEN, default: ./.intake/admin-token).
 
 Run "intake dev -h" or "intake serve -h" for the flags; each has an environment variable.
 `
@@ -36,6 +46,12 @@ func main() {
 		err = runDev(ctx, args)
 	case "serve":
 		err = runServe(ctx, args)
+	case "apply":
+		err = runApply(ctx, args)
+	case "replay":
+		err = runReplay(ctx, args)
+	case "test-mapping":
+		err = runTestMapping(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -147,7 +147,7 @@ func (r *Receiver) receive(c *gin.Context) {
 	}
 	r.Log.Info("delivery accepted", "integration", in.Identifier, "delivery_id", started.DeliveryID,
 		"workflow_id", started.WorkflowID, "run_id", started.RunID, "duplicate", started.Duplicate)
-	c.JSON(http.StatusAccepted, started)
+	c.PureJSON(http.StatusAccepted, started)
 }
 
 // requestKey is the request_identifier's value when it yields one, else a fresh ULID.
