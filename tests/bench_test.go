@@ -155,3 +155,50 @@ func storeCeiling(b *testing.B, s *stack) float64 {
 	}
 	return float64(count) / time.Since(start).Seconds()
 }
+
+// BenchmarkBulkReplay fails N deliveries on a missing relation (N from INTAKE_BENCH_REPLAY_N,
+// default 1000), creates the related entity, then times one bulk replay of them all.
+func BenchmarkBulkReplay(b *testing.B) {
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_REPLAY_N")); err == nil && v > 0 {
+		n = v
+	}
+	s := startDev(b)
+	putIntegration(b, s, `{"identifier":"people","security":{"scheme":"none","allow_unsigned":true},
+	  "mappings":[{"template":"user","entity":{"identifier":".id","properties":{"email":".email"},"relations":{"support_groups":".team"}}}]}`)
+	putIntegration(b, s, `{"identifier":"teams","security":{"scheme":"none","allow_unsigned":true},
+	  "mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`)
+	ids := make([]string, n)
+	for i := 0; i < n; i++ {
+		code, out := s.post("people", []byte(fmt.Sprintf(`{"id":"u%05d","email":"u%d@x.io","team":"later"}`, i, i)), nil)
+		require.Equal(b, 202, code)
+		ids[i] = out["workflow_id"].(string)
+	}
+	for _, id := range ids {
+		_, err := s.waitWorkflow(id)
+		require.Error(b, err)
+	}
+	code, out := s.post("teams", []byte(`{"id":"later"}`), nil)
+	require.Equal(b, 202, code)
+	_, err := s.waitWorkflow(out["workflow_id"].(string))
+	require.NoError(b, err)
+
+	b.ResetTimer()
+	start := time.Now()
+	var started map[string]any
+	code, _ = s.request("POST", "/api/v1/deliveries/replay", map[string]any{"integration": "people"}, true, &started)
+	require.Equal(b, 202, code)
+	var p struct {
+		Status   string
+		Progress struct{ Started, Succeeded, Failed int }
+	}
+	require.Eventually(b, func() bool {
+		s.request("GET", "/api/v1/replays/"+started["replay_id"].(string), nil, true, &p)
+		return p.Status == "Completed"
+	}, 30*time.Minute, 200*time.Millisecond)
+	took := time.Since(start)
+	b.StopTimer()
+	require.Equal(b, n, p.Progress.Succeeded)
+	fmt.Printf("\nbulk replay of %d failed deliveries: %v (%.1f replays/s), %d failed\n", n, took.Round(time.Millisecond), float64(n)/took.Seconds(), p.Progress.Failed)
+	b.ReportMetric(float64(n)/took.Seconds(), "replays/s")
+}

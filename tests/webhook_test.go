@@ -331,7 +331,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 	})
 }
 
-func putIntegration(t *testing.T, s *stack, doc string) {
+func putIntegration(t testing.TB, s *stack, doc string) {
 	t.Helper()
 	var in intake.Integration
 	require.NoError(t, json.Unmarshal([]byte(doc), &in))
