@@ -22,6 +22,12 @@ func (p *Program) Map(ctx context.Context, payload any, env Env, templates map[s
 	var changes []intake.EntityChange
 	for _, cm := range p.Mappings {
 		mo := intake.MappingOutcome{Index: cm.Index, Template: cm.Mapping.Template}
+		if t := cm.Mapping.Topic; t != "" && env.Meta["topic"] != t {
+			// The seed's per-mapping topic routes a record only to the mappings of its topic.
+			mo.Filtered = true
+			outcomes = append(outcomes, mo)
+			continue
+		}
 		items, pass, err := cm.inputs(ctx, payload, env)
 		if err != nil {
 			c := cm.newChange(-1)

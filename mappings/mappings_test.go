@@ -44,7 +44,8 @@ func run(t *testing.T, p *mappings.Program, body string, headers map[string]stri
 	t.Helper()
 	var payload any
 	require.NoError(t, json.Unmarshal([]byte(body), &payload))
-	return p.Map(context.Background(), payload, mappings.Env{Headers: headers, Meta: map[string]any{"integration": p.Integration.Identifier}}, exampleTemplates(t))
+	meta := map[string]any{"integration": p.Integration.Identifier, "topic": "identity.users"}
+	return p.Map(context.Background(), payload, mappings.Env{Headers: headers, Meta: meta}, exampleTemplates(t))
 }
 
 // Every JQ expression of the three example integrations, one behaviour per row.
@@ -148,6 +149,15 @@ func TestExampleMappings(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMappingTopicRoutesRecords(t *testing.T) {
+	p := exampleProgram(t, "users_kafka")
+	var payload any
+	require.NoError(t, json.Unmarshal([]byte(`{"type":"user.upserted","user":{"id":"u1","email":"u@x.io"}}`), &payload))
+	outcomes, changes := p.Map(context.Background(), payload, mappings.Env{Meta: map[string]any{"topic": "other.topic"}}, exampleTemplates(t))
+	assert.True(t, outcomes[0].Filtered, "a record of another topic does not reach the mapping")
+	assert.Empty(t, changes)
 }
 
 func TestItemsToParseMapsEachElement(t *testing.T) {

@@ -34,6 +34,14 @@ var (
 	StartFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "intake_workflow_start_failures_total", Help: "Failed workflow starts by integration.",
 	}, []string{"integration"})
+	// KafkaConsumed counts records fetched by the Kafka listener.
+	KafkaConsumed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "intake_kafka_records_consumed_total", Help: "Kafka records consumed, by group and topic.",
+	}, []string{"group", "topic"})
+	// KafkaLag is the consumer lag a group's reader reports.
+	KafkaLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "intake_kafka_lag", Help: "Kafka consumer lag (records behind the high watermark) by group.",
+	}, []string{"group"})
 	// ActivityRetries counts activity attempts after the first.
 	ActivityRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "intake_activity_retries_total", Help: "Activity attempts after the first, by activity.",
@@ -42,6 +50,7 @@ var (
 
 func init() {
 	Registry.MustRegister(Deliveries, Accepted, AcceptLatency, SignatureFailures, StartFailures, ActivityRetries,
+		KafkaConsumed, KafkaLag,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 

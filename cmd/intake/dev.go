@@ -62,6 +62,16 @@ func runDev(ctx context.Context, args []string) error {
 		stack = append(stack, ferret.Stop)
 		mongoURI = ferret.URI()
 	}
+	if cfg.Kafka == "embedded" {
+		kfk, err := embedded.StartKafka(cfg.KafkaAddr, filepath.Join(cfg.DataDir, "kafka"), 3)
+		if err != nil {
+			return err
+		}
+		stack = append(stack, kfk.Stop)
+		cfg.KafkaBrokers = strings.Join(kfk.Addrs(), ",")
+	} else if cfg.Kafka != "" {
+		return fmt.Errorf(`--kafka takes "embedded" (or set INTAKE_KAFKA_BROKERS), not %q`, cfg.Kafka)
+	}
 	tsrv, err := embedded.StartTemporal(embedded.TemporalConfig{
 		DatabaseFile: filepath.Join(cfg.DataDir, "temporal", "temporal.db"),
 		FrontendAddr: cfg.TemporalAddr,
@@ -176,7 +186,7 @@ intake dev is ready (%.1fs)
   receiver + admin API  %s
   Temporal Web UI       %s   (namespace %s, task queue intake)
   Temporal frontend     %s
-  MongoDB               %s   (database %s)
+  MongoDB               %s   (database %s)%s
   data folder           %s
   admin token           %s
 
@@ -189,8 +199,15 @@ then look at the entity and the audit log:
   curl -s -H 'Authorization: Bearer %s' %s/api/v1/entities/github_repository/octo-org_checkout-api
   curl -s -H 'Authorization: Bearer %s' %s/api/v1/audit_logs
 
-`, took.Seconds(), p.httpURL, uiURL, cfg.TemporalNamespace, temporalAddr, mongoURI, cfg.MongoDatabase,
+`, took.Seconds(), p.httpURL, uiURL, cfg.TemporalNamespace, temporalAddr, mongoURI, cfg.MongoDatabase, kafkaLine(cfg),
 		cfg.DataDir, token, signedCurl(p.httpURL), token, p.httpURL, token, p.httpURL)
+}
+
+func kafkaLine(cfg *settings) string {
+	if cfg.KafkaBrokers == "" {
+		return ""
+	}
+	return "\n  Kafka brokers         " + cfg.KafkaBrokers + "   (group " + cfg.KafkaGroup + ")"
 }
 
 // signedCurl builds the example GitHub delivery, signed like GitHub signs it.

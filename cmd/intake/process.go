@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"intake/mappings"
 	"intake/metrics"
 	"intake/starters"
+	"intake/starters/kafka"
 	"intake/starters/webhook"
 	"intake/store"
 	"intake/workflows"
@@ -39,6 +42,7 @@ type process struct {
 
 	configured atomic.Bool // examples loaded (or not needed)
 	cancel     context.CancelFunc
+	listeners  sync.WaitGroup
 }
 
 // startProcess connects to the store and Temporal and starts the roles in cfg.Roles. The process
@@ -84,6 +88,14 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 			Store: p.store, Log: log, MaxBody: cfg.MaxBody, Observe: metrics.Webhook{},
 		}
 	}
+	if cfg.hasRole("listeners") && cfg.KafkaBrokers != "" {
+		l := &kafka.Listener{
+			Brokers: strings.Split(cfg.KafkaBrokers, ","), DefaultGroup: cfg.KafkaGroup,
+			Catalog: p.catalog, Starter: starter, Log: log.With("component", "kafka"),
+		}
+		p.listeners.Add(1)
+		go func() { defer p.listeners.Done(); l.Run(bg) }()
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
@@ -120,11 +132,12 @@ func (p *process) stop(ctx context.Context) {
 	if p.http != nil {
 		_ = p.http.Shutdown(ctx)
 	}
+	if p.cancel != nil {
+		p.cancel() // stops the config watch and the listeners, which commit what they started
+	}
+	p.listeners.Wait()
 	if p.worker != nil {
 		p.worker.Stop()
-	}
-	if p.cancel != nil {
-		p.cancel()
 	}
 	if p.client != nil {
 		p.client.Close()

@@ -26,6 +26,10 @@ type settings struct {
 	MaxBody           int64
 	Roles             string
 	LoadExamples      bool
+	KafkaBrokers      string
+	KafkaGroup        string
+	Kafka             string
+	KafkaAddr         string
 }
 
 // bind declares the flags, with defaults taken from the environment.
@@ -49,7 +53,11 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
 	str(&s.SecretKey, "secret-key", "INTAKE_SECRET_KEY", "", "key that encrypts integration secrets at rest (dev: generated and kept)")
 	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker", "serve: comma-separated roles (receiver, worker)")
+	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker,listeners", "serve: comma-separated roles (receiver, worker, listeners)")
+	str(&s.KafkaBrokers, "kafka-brokers", "INTAKE_KAFKA_BROKERS", "", "comma-separated Kafka brokers; unset: no Kafka listener")
+	str(&s.KafkaGroup, "kafka-group", "INTAKE_KAFKA_GROUP", "intake", "consumer group of kafka integrations that name none")
+	str(&s.Kafka, "kafka", "INTAKE_KAFKA", "", `dev: "embedded" runs an in-process Kafka-protocol broker`)
+	str(&s.KafkaAddr, "kafka-addr", "INTAKE_KAFKA_ADDR", "127.0.0.1:9092", "dev: embedded Kafka broker address")
 	maxBody, _ := strconv.ParseInt(envOr("INTAKE_MAX_BODY_BYTES", "1048576"), 10, 64)
 	fs.Int64Var(&s.MaxBody, "max-body-bytes", maxBody, "webhook body limit ($INTAKE_MAX_BODY_BYTES)")
 	examples := envOr("INTAKE_LOAD_EXAMPLES", "true") != "false"

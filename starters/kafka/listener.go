@@ -1,0 +1,319 @@
+// Package kafka is the Kafka starter: one consumer group per set of kafka integrations, each
+// record a Delivery whose workflow is started before its offset is committed.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"intake"
+	"intake/mappings"
+	"intake/metrics"
+	"intake/starters"
+)
+
+// Listener follows the configuration: it runs a consumer for every consumer group that kafka
+// integrations name (or the default group) over the union of their topics, and restarts a
+// group's consumer when its topics change.
+type Listener struct {
+	Brokers      []string
+	DefaultGroup string
+	Catalog      *mappings.Catalog
+	Starter      *starters.Starter
+	Log          *slog.Logger
+	// SyncEvery is how often the configuration is compared with the running consumers.
+	SyncEvery time.Duration
+	// SessionTimeout of the group members: how long a dead consumer holds its partitions.
+	SessionTimeout time.Duration
+
+	mu     sync.Mutex
+	groups map[string]*consumer
+}
+
+// Batch bounds how many records are started at once before their offsets are committed.
+const Batch = 64
+
+// Run consumes until ctx ends, then stops every consumer (committing what was started).
+func (l *Listener) Run(ctx context.Context) {
+	if l.SyncEvery <= 0 {
+		l.SyncEvery = 2 * time.Second
+	}
+	l.groups = map[string]*consumer{}
+	t := time.NewTicker(l.SyncEvery)
+	defer t.Stop()
+	for {
+		l.sync()
+		select {
+		case <-ctx.Done():
+			l.mu.Lock()
+			for _, c := range l.groups {
+				c.stop()
+			}
+			l.mu.Unlock()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Groups returns the running groups and their topics (for /readyz and tests).
+func (l *Listener) Groups() map[string][]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string][]string{}
+	for g, c := range l.groups {
+		out[g] = c.topics
+	}
+	return out
+}
+
+// wanted computes, from the configuration, each group's sorted topics.
+func (l *Listener) wanted() map[string][]string {
+	sets := map[string]map[string]bool{}
+	for _, p := range l.Catalog.Programs() {
+		in := &p.Integration
+		if in.SourceKind() != intake.SourceKafka || !in.IsEnabled() {
+			continue
+		}
+		group := l.groupOf(in)
+		if sets[group] == nil {
+			sets[group] = map[string]bool{}
+		}
+		for _, t := range topicsOf(in) {
+			sets[group][t] = true
+		}
+	}
+	out := map[string][]string{}
+	for g, set := range sets {
+		for t := range set {
+			out[g] = append(out[g], t)
+		}
+		sort.Strings(out[g])
+	}
+	return out
+}
+
+func (l *Listener) groupOf(in *intake.Integration) string {
+	if in.Source != nil && in.Source.Group != "" {
+		return in.Source.Group
+	}
+	return l.DefaultGroup
+}
+
+// topicsOf is an integration's topics: source.topics plus the mappings' topic routing.
+func topicsOf(in *intake.Integration) []string {
+	var out []string
+	if in.Source != nil {
+		out = append(out, in.Source.Topics...)
+	}
+	for _, m := range in.Mappings {
+		if m.Topic != "" {
+			out = append(out, m.Topic)
+		}
+	}
+	return out
+}
+
+func (l *Listener) sync() {
+	want := l.wanted()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for g, c := range l.groups {
+		metrics.KafkaLag.WithLabelValues(g).Set(float64(c.reader.Stats().Lag))
+	}
+	for g, c := range l.groups {
+		if topics, ok := want[g]; !ok || !slices.Equal(topics, c.topics) {
+			l.Log.Info("kafka consumer stopping", "group", g, "topics", c.topics)
+			c.stop()
+			delete(l.groups, g)
+		}
+	}
+	for g, topics := range want {
+		if _, ok := l.groups[g]; ok || len(topics) == 0 {
+			continue
+		}
+		l.Log.Info("kafka consumer starting", "group", g, "topics", topics)
+		l.groups[g] = l.start(g, topics)
+	}
+}
+
+type consumer struct {
+	group  string
+	topics []string
+	reader *kafkago.Reader
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (c *consumer) stop() {
+	c.cancel()
+	<-c.done
+	_ = c.reader.Close() // commits what was marked
+}
+
+func (l *Listener) start(group string, topics []string) *consumer {
+	session := l.SessionTimeout
+	if session <= 0 {
+		session = 10 * time.Second
+	}
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers:        l.Brokers,
+		GroupID:        group,
+		GroupTopics:    topics,
+		StartOffset:    kafkago.FirstOffset, // a new group starts at the earliest offset
+		CommitInterval: 500 * time.Millisecond,
+		SessionTimeout: session,
+		// Rebalances wait for this long at most; short keeps restarts and topic changes quick.
+		RebalanceTimeout:      session,
+		HeartbeatInterval:     session / 5,
+		WatchPartitionChanges: true,
+		MaxWait:               250 * time.Millisecond,
+		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
+			l.Log.Debug("kafka reader", "group", group, "detail", strings.TrimSpace(fmt.Sprintf(msg, args...)))
+		}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &consumer{group: group, topics: topics, reader: r, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		l.consume(ctx, c)
+	}()
+	return c
+}
+
+// consume fetches records, starts their workflows a batch at a time and commits a batch only
+// once every record in it is owned by Temporal. While Temporal is unreachable it retries with
+// backoff and fetches nothing more (the fetch buffer is bounded).
+func (l *Listener) consume(ctx context.Context, c *consumer) {
+	msgs := make(chan kafkago.Message, Batch)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := c.reader.FetchMessage(ctx)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+					return
+				}
+				l.Log.Warn("kafka fetch failed", "group", c.group, "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		first, ok := <-msgs
+		if !ok {
+			return
+		}
+		batch := []kafkago.Message{first}
+	fill:
+		for len(batch) < Batch {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		if !l.startAll(ctx, c.group, batch) {
+			return // stopping: the batch is not committed and will be consumed again
+		}
+		if err := c.reader.CommitMessages(ctx, batch...); err != nil && ctx.Err() == nil {
+			l.Log.Warn("kafka commit failed", "group", c.group, "err", err)
+		}
+	}
+}
+
+// startAll starts the workflows of a batch in parallel, retrying each until it succeeds.
+func (l *Listener) startAll(ctx context.Context, group string, batch []kafkago.Message) bool {
+	var wg sync.WaitGroup
+	var failed sync.Once
+	ok := true
+	sem := make(chan struct{}, 16)
+	for _, m := range batch {
+		metrics.KafkaConsumed.WithLabelValues(group, m.Topic).Inc()
+		for _, d := range l.route(group, m) {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(d intake.Delivery) {
+				defer func() { <-sem; wg.Done() }()
+				if !l.startWithRetry(ctx, d) {
+					failed.Do(func() { ok = false })
+				}
+			}(d)
+		}
+	}
+	wg.Wait()
+	return ok
+}
+
+func (l *Listener) startWithRetry(ctx context.Context, d intake.Delivery) bool {
+	backoff := 200 * time.Millisecond
+	for {
+		started, err := l.Starter.Start(ctx, d)
+		if err == nil {
+			metrics.Accepted.WithLabelValues(d.Integration, intake.OriginKafka, strconv.FormatBool(started.Duplicate)).Inc()
+			return true
+		}
+		metrics.StartFailures.WithLabelValues(d.Integration).Inc()
+		l.Log.Warn("workflow start failed; retrying", "integration", d.Integration, "key", d.Key, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// route turns a record into one Delivery per kafka integration of the group that reads its topic.
+func (l *Listener) route(group string, m kafkago.Message) []intake.Delivery {
+	headers := map[string]string{}
+	for _, h := range m.Headers {
+		k := strings.ToLower(h.Key)
+		if prev, ok := headers[k]; ok {
+			headers[k] = prev + ", " + string(h.Value)
+		} else {
+			headers[k] = string(h.Value)
+		}
+	}
+	key := m.Topic + "." + strconv.Itoa(m.Partition) + "." + strconv.FormatInt(m.Offset, 10)
+	var out []intake.Delivery
+	for _, p := range l.Catalog.Programs() {
+		in := &p.Integration
+		if in.SourceKind() != intake.SourceKafka || !in.IsEnabled() || l.groupOf(in) != group || !slices.Contains(topicsOf(in), m.Topic) {
+			continue
+		}
+		out = append(out, intake.Delivery{
+			Integration: in.Identifier, Key: key, Origin: intake.OriginKafka, Body: m.Value, Headers: headers,
+			Meta:       map[string]any{"topic": m.Topic, "partition": m.Partition, "offset": m.Offset, "key": string(m.Key)},
+			ReceivedAt: time.Now().UTC(),
+		})
+	}
+	if len(out) == 0 {
+		l.Log.Warn("kafka record matches no integration; committed", "group", group, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset)
+	}
+	return out
+}
