@@ -61,6 +61,7 @@ type stack struct {
 	base     string
 	token    string
 	temporal client.Client
+	env      []string
 }
 
 func freePort(t testing.TB) int {
@@ -70,9 +71,9 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startDev starts `intake dev` in a fresh temporary folder.
-func startDev(t testing.TB) *stack {
-	s := &stack{t: t, dir: t.TempDir(), ports: map[string]int{}}
+// startDev starts `intake dev` in a fresh temporary folder; env adds variables.
+func startDev(t testing.TB, env ...string) *stack {
+	s := &stack{t: t, dir: t.TempDir(), ports: map[string]int{}, env: env}
 	for _, name := range []string{"http", "temporal", "ui", "mongodb"} {
 		s.ports[name] = freePort(t)
 	}
@@ -91,7 +92,7 @@ func (s *stack) start() {
 		"--http-addr", s.addr("http"), "--temporal-addr", s.addr("temporal"),
 		"--temporal-ui-addr", s.addr("ui"), "--mongodb-addr", s.addr("mongodb"))
 	s.cmd.Dir = s.dir
-	s.cmd.Env = append(os.Environ(), "INTAKE_ADMIN_TOKEN="+s.token, "INTAKE_MONGODB_URI=", "INTAKE_LOG_LEVEL=info")
+	s.cmd.Env = append(append(os.Environ(), "INTAKE_ADMIN_TOKEN="+s.token, "INTAKE_MONGODB_URI=", "INTAKE_LOG_LEVEL=info"), s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	require.NoError(t, s.cmd.Start())
 	s.base = "http://" + s.addr("http")

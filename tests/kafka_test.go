@@ -1,0 +1,126 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"intake"
+)
+
+// listener is an `intake serve --roles listeners` process consuming from the test's broker and
+// starting workflows on the dev stack's Temporal; killing it never loses the broker's records.
+type listener struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+}
+
+func startListener(t *testing.T, s *stack, brokers, temporalAddr string) *listener {
+	key, err := os.ReadFile(filepath.Join(s.dir, ".intake", "secret-key"))
+	require.NoError(t, err)
+	l := &listener{t: t, logs: &bytes.Buffer{}}
+	l.cmd = exec.Command(intakeBin, "serve", "--roles", "listeners",
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--temporal-addr", temporalAddr,
+		"--mongodb-uri", "mongodb://"+s.addr("mongodb")+"/", "--admin-token", "t", "--kafka-brokers", brokers)
+	l.cmd.Env = append(os.Environ(), "INTAKE_SECRET_KEY="+strings.TrimSpace(string(key)))
+	l.cmd.Stdout, l.cmd.Stderr = l.logs, l.logs
+	require.NoError(t, l.cmd.Start())
+	t.Cleanup(func() {
+		if l.cmd.ProcessState == nil {
+			_ = l.cmd.Process.Kill()
+			_ = l.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("listener output:\n%s", tail(l.logs.String(), 6000))
+		}
+	})
+	return l
+}
+
+func (l *listener) kill() {
+	require.NoError(l.t, l.cmd.Process.Kill())
+	_ = l.cmd.Wait()
+}
+
+func userRecord(i int, eventType string) kafkago.Message {
+	return kafkago.Message{
+		Key:     []byte(fmt.Sprintf("u%04d", i)),
+		Value:   []byte(fmt.Sprintf(`{"type":"user.upserted","user":{"id":"k%04d","display_name":"User %d","email":"k%d@x.io"},"support_groups":[{"id":"sg-k"}]}`, i, i, i)),
+		Headers: []kafkago.Header{{Key: "Event-Type", Value: []byte(eventType)}},
+	}
+}
+
+func TestKafkaListener(t *testing.T) {
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
+		kfake.GroupMinSessionTimeout(time.Second))
+	require.NoError(t, err)
+	defer broker.Close()
+	brokers := strings.Join(broker.ListenAddrs(), ",")
+	s := startDev(t)
+	w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: "identity.users", Balancer: &kafkago.RoundRobin{},
+		AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond}
+	defer w.Close()
+	ctx := context.Background()
+	produce := func(from, to int, eventType string) {
+		var msgs []kafkago.Message
+		for i := from; i < to; i++ {
+			msgs = append(msgs, userRecord(i, eventType))
+		}
+		require.NoError(t, w.WriteMessages(ctx, msgs...))
+	}
+	count := func(path string) int {
+		var items []map[string]any
+		s.request("GET", path, nil, true, &items)
+		return len(items)
+	}
+
+	// Temporal unreachable: the listener fetches, cannot start, commits nothing.
+	produce(0, 50, "user")
+	dead := startListener(t, s, brokers, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	require.Eventually(t, func() bool { return strings.Contains(dead.logs.String(), "workflow start failed; retrying") },
+		time.Minute, 100*time.Millisecond)
+	dead.kill()
+
+	// The real listener: 50 waiting records, then 1000 more while it is killed half-way.
+	l := startListener(t, s, brokers, s.addr("temporal"))
+	produce(50, 550, "user")
+	produce(1050, 1060, "test") // header_filter drops these: committed, recorded as filtered
+	require.Eventually(t, func() bool { return count("/api/v1/entities?template=user&limit=1000") >= 300 }, 3*time.Minute, 200*time.Millisecond)
+	l.kill()
+	produce(550, 1050, "user")
+	l = startListener(t, s, brokers, s.addr("temporal"))
+
+	require.Eventually(t, func() bool { return count("/api/v1/entities?template=user&limit=1000") == 1000 }, 5*time.Minute, 500*time.Millisecond,
+		"every record becomes an entity")
+	require.Eventually(t, func() bool {
+		return count("/api/v1/audit_logs?integration=users_kafka&origin=KAFKA&status=SUCCESS&limit=1000") >= 1000
+	}, 2*time.Minute, 500*time.Millisecond)
+	time.Sleep(3 * time.Second) // anything processed twice would show up now
+	assert.Equal(t, 1000, count("/api/v1/audit_logs?integration=users_kafka&origin=KAFKA&status=SUCCESS&limit=1000"), "exactly once")
+	assert.Equal(t, 0, count("/api/v1/audit_logs?integration=users_kafka&status=FAILURE&limit=1000"))
+	require.Eventually(t, func() bool { return count("/api/v1/deliveries?integration=users_kafka&status=filtered&limit=1000") == 10 },
+		time.Minute, 500*time.Millisecond, "filtered records are committed and visible")
+
+	var d intake.DeliveryRecord
+	code, _ := s.request("GET", "/api/v1/deliveries/users_kafka.identity.users.0.0", nil, true, &d)
+	require.Equal(t, 200, code)
+	assert.Equal(t, intake.OriginKafka, d.Origin)
+	assert.Equal(t, "user", d.Headers["event-type"])
+	var e intake.Entity
+	code, _ = s.request("GET", "/api/v1/entities/user/k0042", nil, true, &e)
+	require.Equal(t, 200, code)
+	assert.Equal(t, "User 42", e.Title)
+	assert.Equal(t, []any{"sg-k"}, e.Relations["support_groups"])
+}
