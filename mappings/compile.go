@@ -215,6 +215,20 @@ func Compile(in intake.Integration, templates map[string]*intake.Template) (*Pro
 			}
 		}
 	}
+	switch in.SourceKind() {
+	case intake.SourcePubSub:
+		if in.Source.Subscription == "" {
+			errs.add("source.subscription", "is required for a pubsub integration")
+		}
+	case intake.SourceKafka:
+		hasTopic := in.Source != nil && len(in.Source.Topics) > 0
+		for _, m := range in.Mappings {
+			hasTopic = hasTopic || m.Topic != ""
+		}
+		if !hasTopic {
+			errs.add("source.topics", "a kafka integration needs topics (source.topics or a mapping's topic)")
+		}
+	}
 	if in.RateLimit != nil && (in.RateLimit.PerSecond <= 0 || in.RateLimit.Burst < 1) {
 		errs.add("rate_limit", "per_second must be > 0 and burst >= 1")
 	}

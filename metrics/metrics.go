@@ -42,6 +42,10 @@ var (
 	KafkaLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "intake_kafka_lag", Help: "Kafka consumer lag (records behind the high watermark) by group.",
 	}, []string{"group"})
+	// PubSubReceived counts messages received by the Pub/Sub listener.
+	PubSubReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "intake_pubsub_messages_received_total", Help: "Pub/Sub messages received, by subscription.",
+	}, []string{"subscription"})
 	// ActivityRetries counts activity attempts after the first.
 	ActivityRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "intake_activity_retries_total", Help: "Activity attempts after the first, by activity.",
@@ -50,7 +54,7 @@ var (
 
 func init() {
 	Registry.MustRegister(Deliveries, Accepted, AcceptLatency, SignatureFailures, StartFailures, ActivityRetries,
-		KafkaConsumed, KafkaLag,
+		KafkaConsumed, KafkaLag, PubSubReceived,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 

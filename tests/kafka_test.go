@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,14 +28,15 @@ type listener struct {
 	logs *bytes.Buffer
 }
 
-func startListener(t *testing.T, s *stack, brokers, temporalAddr string) *listener {
+func startListener(t *testing.T, s *stack, temporalAddr string, env []string, args ...string) *listener {
 	key, err := os.ReadFile(filepath.Join(s.dir, ".intake", "secret-key"))
 	require.NoError(t, err)
 	l := &listener{t: t, logs: &bytes.Buffer{}}
 	l.cmd = exec.Command(intakeBin, "serve", "--roles", "listeners",
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--temporal-addr", temporalAddr,
-		"--mongodb-uri", "mongodb://"+s.addr("mongodb")+"/", "--admin-token", "t", "--kafka-brokers", brokers)
-	l.cmd.Env = append(os.Environ(), "INTAKE_SECRET_KEY="+strings.TrimSpace(string(key)))
+		"--mongodb-uri", "mongodb://"+s.addr("mongodb")+"/", "--admin-token", "t")
+	l.cmd.Args = append(l.cmd.Args, args...)
+	l.cmd.Env = append(append(os.Environ(), "INTAKE_SECRET_KEY="+strings.TrimSpace(string(key))), env...)
 	l.cmd.Stdout, l.cmd.Stderr = l.logs, l.logs
 	require.NoError(t, l.cmd.Start())
 	t.Cleanup(func() {
@@ -47,6 +49,12 @@ func startListener(t *testing.T, s *stack, brokers, temporalAddr string) *listen
 		}
 	})
 	return l
+}
+
+// stop sends SIGTERM and waits: the process shuts down cleanly.
+func (l *listener) stop() {
+	require.NoError(l.t, l.cmd.Process.Signal(syscall.SIGTERM))
+	_ = l.cmd.Wait()
 }
 
 func (l *listener) kill() {
@@ -88,19 +96,20 @@ func TestKafkaListener(t *testing.T) {
 
 	// Temporal unreachable: the listener fetches, cannot start, commits nothing.
 	produce(0, 50, "user")
-	dead := startListener(t, s, brokers, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	kafkaArgs := []string{"--kafka-brokers", brokers}
+	dead := startListener(t, s, fmt.Sprintf("127.0.0.1:%d", freePort(t)), nil, kafkaArgs...)
 	require.Eventually(t, func() bool { return strings.Contains(dead.logs.String(), "workflow start failed; retrying") },
 		time.Minute, 100*time.Millisecond)
 	dead.kill()
 
 	// The real listener: 50 waiting records, then 1000 more while it is killed half-way.
-	l := startListener(t, s, brokers, s.addr("temporal"))
+	l := startListener(t, s, s.addr("temporal"), nil, kafkaArgs...)
 	produce(50, 550, "user")
 	produce(1050, 1060, "test") // header_filter drops these: committed, recorded as filtered
 	require.Eventually(t, func() bool { return count("/api/v1/entities?template=user&limit=1000") >= 300 }, 3*time.Minute, 200*time.Millisecond)
 	l.kill()
 	produce(550, 1050, "user")
-	l = startListener(t, s, brokers, s.addr("temporal"))
+	l = startListener(t, s, s.addr("temporal"), nil, kafkaArgs...)
 
 	require.Eventually(t, func() bool { return count("/api/v1/entities?template=user&limit=1000") == 1000 }, 5*time.Minute, 500*time.Millisecond,
 		"every record becomes an entity")
@@ -110,7 +119,9 @@ func TestKafkaListener(t *testing.T) {
 	time.Sleep(3 * time.Second) // anything processed twice would show up now
 	assert.Equal(t, 1000, count("/api/v1/audit_logs?integration=users_kafka&origin=KAFKA&status=SUCCESS&limit=1000"), "exactly once")
 	assert.Equal(t, 0, count("/api/v1/audit_logs?integration=users_kafka&status=FAILURE&limit=1000"))
-	require.Eventually(t, func() bool { return count("/api/v1/deliveries?integration=users_kafka&status=filtered&limit=1000") == 10 },
+	require.Eventually(t, func() bool {
+		return count("/api/v1/deliveries?integration=users_kafka&status=filtered&limit=1000") == 10
+	},
 		time.Minute, 500*time.Millisecond, "filtered records are committed and visible")
 
 	var d intake.DeliveryRecord

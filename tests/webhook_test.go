@@ -30,14 +30,14 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		var tpls []intake.Template
 		code, _ := s.request("GET", "/api/v1/templates", nil, true, &tpls)
 		require.Equal(t, 200, code)
-		assert.Len(t, tpls, 5)
+		assert.Len(t, tpls, 6)
 		var ints []intake.Integration
 		s.request("GET", "/api/v1/integrations", nil, true, &ints)
 		ids := []string{}
 		for _, in := range ints {
 			ids = append(ids, in.Identifier)
 		}
-		assert.ElementsMatch(t, []string{"github_repos", "sonar_webhook", "users_kafka"}, ids)
+		assert.ElementsMatch(t, []string{"github_repos", "sonar_webhook", "users_kafka", "gcp_assets"}, ids)
 	})
 
 	t.Run("every example webhook sample produces its entities and audit entries", func(t *testing.T) {
@@ -319,7 +319,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, "checkout-api", e.Title)
 		var tpls []intake.Template
 		s.request("GET", "/api/v1/templates", nil, true, &tpls)
-		assert.Len(t, tpls, 6, "examples are not loaded twice; the team template is kept")
+		assert.Len(t, tpls, 7, "examples are not loaded twice; the team template is kept")
 		// The old workflows are still visible, and new deliveries work.
 		_, err := s.waitWorkflow("ingest.github_repos.dup-delivery-1")
 		require.NoError(t, err)

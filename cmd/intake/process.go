@@ -23,6 +23,7 @@ import (
 	"intake/metrics"
 	"intake/starters"
 	"intake/starters/kafka"
+	"intake/starters/pubsub"
 	"intake/starters/webhook"
 	"intake/store"
 	"intake/workflows"
@@ -95,6 +96,16 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 		}
 		p.listeners.Add(1)
 		go func() { defer p.listeners.Done(); l.Run(bg) }()
+	}
+	if cfg.hasRole("listeners") && cfg.PubSubProject != "" {
+		l := &pubsub.Listener{Project: cfg.PubSubProject, Catalog: p.catalog, Starter: starter, Log: log.With("component", "pubsub")}
+		p.listeners.Add(1)
+		go func() {
+			defer p.listeners.Done()
+			if err := l.Run(bg); err != nil {
+				log.Error("pubsub listener stopped", "err", err)
+			}
+		}()
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
