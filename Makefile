@@ -33,5 +33,6 @@ lint: ## gofmt and go vet
 	$(GO) vet $(PKGS)
 
 .PHONY: bench
-bench: build ## load benchmark: signed webhooks through the embedded stack, with its ceilings
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/
+BENCH ?= .
+bench: build ## benchmarks on the embedded stack (BENCH=WebhookPath|BulkReplay|KafkaStart selects one)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 60m ./tests/

@@ -7,11 +7,14 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"intake"
 	"intake/examples"
@@ -201,4 +204,63 @@ func BenchmarkBulkReplay(b *testing.B) {
 	require.Equal(b, n, p.Progress.Succeeded)
 	fmt.Printf("\nbulk replay of %d failed deliveries: %v (%.1f replays/s), %d failed\n", n, took.Round(time.Millisecond), float64(n)/took.Seconds(), p.Progress.Failed)
 	b.ReportMetric(float64(n)/took.Seconds(), "replays/s")
+}
+
+// BenchmarkKafkaStart produces N records (INTAKE_BENCH_KAFKA_N, default 2000) to an in-process
+// broker, then starts an `intake serve --roles listeners` process against the dev stack's
+// Temporal and measures how fast it turns them into started workflows (offsets committed), and
+// how long until every workflow finished.
+func BenchmarkKafkaStart(b *testing.B) {
+	n := 2000
+	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_KAFKA_N")); err == nil && v > 0 {
+		n = v
+	}
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
+		kfake.GroupMinSessionTimeout(time.Second))
+	require.NoError(b, err)
+	defer broker.Close()
+	s := startDev(b)
+	w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: "identity.users", Balancer: &kafkago.RoundRobin{},
+		AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond, BatchSize: 500}
+	defer w.Close()
+	var msgs []kafkago.Message
+	for i := 0; i < n; i++ {
+		msgs = append(msgs, userRecord(i, "user"))
+	}
+	require.NoError(b, w.WriteMessages(context.Background(), msgs...))
+
+	b.ResetTimer()
+	start := time.Now()
+	l := startListenerB(b, s, s.addr("temporal"), "--kafka-brokers", strings.Join(broker.ListenAddrs(), ","))
+	var startedAll time.Duration
+	require.Eventually(b, func() bool {
+		if l.accepted() >= n {
+			startedAll = time.Since(start)
+			return true
+		}
+		return false
+	}, 10*time.Minute, 100*time.Millisecond)
+	require.Eventually(b, func() bool {
+		return countEntities(b, s, "user") >= n
+	}, 30*time.Minute, time.Second)
+	done := time.Since(start)
+	b.StopTimer()
+	fmt.Printf("\nkafka listener, %d records on 3 partitions (embedded Temporal, 2 cores):\n", n)
+	fmt.Printf("  started as workflows (offsets committed): %v, %.0f records/s (includes process start and group join)\n",
+		startedAll.Round(time.Millisecond), float64(n)/startedAll.Seconds())
+	fmt.Printf("  all %d workflows finished: %v, %.1f deliveries/s end to end\n", n, done.Round(time.Millisecond), float64(n)/done.Seconds())
+	b.ReportMetric(float64(n)/startedAll.Seconds(), "starts/s")
+}
+
+// countEntities pages through the entities of a template.
+func countEntities(t testing.TB, s *stack, template string) int {
+	total, cursor := 0, ""
+	for {
+		var page []map[string]any
+		_, h := s.request("GET", "/api/v1/entities?template="+template+"&limit=1000&cursor="+cursor, nil, true, &page)
+		total += len(page)
+		if cursor = h.Get("X-Next-Cursor"); cursor == "" {
+			return total
+		}
+	}
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,17 +26,42 @@ import (
 // listener is an `intake serve --roles listeners` process consuming from the test's broker and
 // starting workflows on the dev stack's Temporal; killing it never loses the broker's records.
 type listener struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	logs *bytes.Buffer
+	base string
 }
 
-func startListener(t *testing.T, s *stack, temporalAddr string, env []string, args ...string) *listener {
+func startListenerB(t testing.TB, s *stack, temporalAddr string, args ...string) *listener {
+	return startListener(t, s, temporalAddr, nil, args...)
+}
+
+// accepted reads intake_deliveries_accepted_total from the listener's /metrics.
+func (l *listener) accepted() int {
+	resp, err := http.Get(l.base + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	total := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "intake_deliveries_accepted_total{") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			total += int(v)
+		}
+	}
+	return total
+}
+
+func startListener(t testing.TB, s *stack, temporalAddr string, env []string, args ...string) *listener {
 	key, err := os.ReadFile(filepath.Join(s.dir, ".intake", "secret-key"))
 	require.NoError(t, err)
-	l := &listener{t: t, logs: &bytes.Buffer{}}
+	port := freePort(t)
+	l := &listener{t: t, logs: &bytes.Buffer{}, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	l.cmd = exec.Command(intakeBin, "serve", "--roles", "listeners",
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--temporal-addr", temporalAddr,
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--temporal-addr", temporalAddr,
 		"--mongodb-uri", "mongodb://"+s.addr("mongodb")+"/", "--admin-token", "t")
 	l.cmd.Args = append(l.cmd.Args, args...)
 	l.cmd.Env = append(append(os.Environ(), "INTAKE_SECRET_KEY="+strings.TrimSpace(string(key))), env...)

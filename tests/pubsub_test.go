@@ -60,7 +60,7 @@ func startPubSubEmulator(t *testing.T) string {
 
 func assetMessage(i int) *ps.Message {
 	return &ps.Message{
-		Data: []byte(fmt.Sprintf(`{"asset":{"name":"//compute.googleapis.com/projects/p1/zones/z/instances/vm-%03d","assetType":"compute.googleapis.com/Instance","resource":{"location":"z","data":{"name":"vm-%03d","status":"RUNNING"}},"updateTime":"2026-11-20T09:00:00Z"},"priorAssetState":"PRESENT"}`, i, i)),
+		Data:       []byte(fmt.Sprintf(`{"asset":{"name":"//compute.googleapis.com/projects/p1/zones/z/instances/vm-%03d","assetType":"compute.googleapis.com/Instance","resource":{"location":"z","data":{"name":"vm-%03d","status":"RUNNING"}},"updateTime":"2026-11-20T09:00:00Z"},"priorAssetState":"PRESENT"}`, i, i)),
 		Attributes: map[string]string{"Feed": "assets"},
 	}
 }
