@@ -308,6 +308,16 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		require.NoError(t, err)
 		resp.Body.Close()
 		assert.Equal(t, 503, resp.StatusCode)
+
+		// A write served by another process is live here within 2 s, without a restart.
+		code, _ = other.post("late_hook", []byte(`{"id":"x"}`), nil)
+		require.Equal(t, 404, code)
+		putIntegration(t, s, `{"identifier":"late_hook","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`)
+		// Each process polls the config version every second; 3 s leaves room for a busy machine.
+		require.Eventually(t, func() bool {
+			code, _ := other.post("late_hook", []byte(`{"id":"x"}`), nil)
+			return code == 503 // known now; Temporal is still unreachable from this process
+		}, 3*time.Second, 50*time.Millisecond)
 	})
 
 	t.Run("data survives kill -9 and a restart", func(t *testing.T) {
