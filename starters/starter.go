@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 
@@ -122,4 +123,23 @@ func (s *Starter) StartBulkReplay(ctx context.Context, f intake.DeliveryFilter) 
 		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
 	}
 	return Started{WorkflowID: wid, RunID: run.GetRunID()}, nil
+}
+
+// Follow calls sync at once and then every interval, until ctx ends; then it calls stop. The
+// listeners use it to follow configuration changes without a restart.
+func Follow(ctx context.Context, every time.Duration, sync, stop func()) {
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		sync()
+		select {
+		case <-ctx.Done():
+			stop()
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -93,37 +94,31 @@ func IDIndexedTables(ctx context.Context, dir, database string) ([]string, error
 		return nil, err
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, `SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name LIKE ?`, "%"+IDIndexName)
+	return queryStrings(ctx, db, `SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name LIKE ?`, "%"+IDIndexName)
+}
+
+func (e *Embedded) tables(ctx context.Context, db *sql.DB) ([]string, error) {
+	tables, err := queryStrings(ctx, db, `SELECT table_name FROM "_ferretdb_collections"`)
+	if err != nil {
+		return nil, fmt.Errorf("list ferretdb tables: %w", err)
+	}
+	return slices.DeleteFunc(tables, func(t string) bool { return strings.HasPrefix(t, "sqlite_") }), nil
+}
+
+// queryStrings runs a query whose rows are one text column.
+func queryStrings(ctx context.Context, db *sql.DB, q string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
+		var v string
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
-}
-
-func (e *Embedded) tables(ctx context.Context, db *sql.DB) ([]string, error) {
-	rows, err := db.QueryContext(ctx, `SELECT table_name FROM "_ferretdb_collections"`)
-	if err != nil {
-		return nil, fmt.Errorf("list ferretdb tables: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			return nil, err
-		}
-		if !strings.HasPrefix(t, "sqlite_") {
-			out = append(out, t)
-		}
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }

@@ -45,25 +45,14 @@ const Batch = 64
 
 // Run consumes until ctx ends, then stops every consumer (committing what was started).
 func (l *Listener) Run(ctx context.Context) {
-	if l.SyncEvery <= 0 {
-		l.SyncEvery = 2 * time.Second
-	}
 	l.groups = map[string]*consumer{}
-	t := time.NewTicker(l.SyncEvery)
-	defer t.Stop()
-	for {
-		l.sync()
-		select {
-		case <-ctx.Done():
-			l.mu.Lock()
-			for _, c := range l.groups {
-				c.stop()
-			}
-			l.mu.Unlock()
-			return
-		case <-t.C:
+	starters.Follow(ctx, l.SyncEvery, l.sync, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, c := range l.groups {
+			c.stop()
 		}
-	}
+	})
 }
 
 // Groups returns the running groups and their topics (for /readyz and tests).

@@ -45,9 +45,6 @@ type subscriber struct {
 
 // Run receives until ctx ends.
 func (l *Listener) Run(ctx context.Context) error {
-	if l.SyncEvery <= 0 {
-		l.SyncEvery = 2 * time.Second
-	}
 	if l.MaxOutstanding <= 0 {
 		l.MaxOutstanding = 64
 	}
@@ -58,22 +55,15 @@ func (l *Listener) Run(ctx context.Context) error {
 	defer c.Close()
 	l.client = c
 	l.subs = map[string]*subscriber{}
-	t := time.NewTicker(l.SyncEvery)
-	defer t.Stop()
-	for {
-		l.sync()
-		select {
-		case <-ctx.Done():
-			l.mu.Lock()
-			for _, s := range l.subs {
-				s.cancel()
-				<-s.done
-			}
-			l.mu.Unlock()
-			return nil
-		case <-t.C:
+	starters.Follow(ctx, l.SyncEvery, l.sync, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, s := range l.subs {
+			s.cancel()
+			<-s.done
 		}
-	}
+	})
+	return nil
 }
 
 func (l *Listener) sync() {
