@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 const usage = `intake turns webhook, Kafka and Pub/Sub deliveries into catalog entities, one Temporal
@@ -40,6 +41,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// A clean stop takes a few seconds; should a server hang, the process still ends within
+		// 10 s of the signal (state is as safe as after kill -9, which the tests exercise).
+		<-ctx.Done()
+		time.Sleep(9500 * time.Millisecond)
+		fmt.Fprintln(os.Stderr, "intake: shutdown took longer than 10s; exiting")
+		os.Exit(1)
+	}()
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "dev":

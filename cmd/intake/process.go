@@ -71,7 +71,8 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 		return nil, fmt.Errorf("temporal client: %w", err)
 	}
 	if cfg.hasRole("worker") {
-		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{})
+		// Activities in flight get 3 s to finish on shutdown; Temporal retries the rest.
+		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{WorkerStopTimeout: 3 * time.Second})
 		p.worker.RegisterWorkflow(workflows.IngestWorkflow)
 		p.worker.RegisterWorkflow(workflows.BulkReplayWorkflow)
 		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log})
