@@ -39,6 +39,14 @@ func (a *Activities) Audit(ctx context.Context, in AuditInput) error {
 		return err
 	}
 	metrics.Deliveries.WithLabelValues(in.Ref.Integration, in.Ref.Origin, in.Result.Outcome).Inc()
+	if a.Log != nil {
+		attrs := []any{"integration", in.Ref.Integration, "origin", in.Ref.Origin, "delivery_id", in.Ref.DeliveryID,
+			"workflow_id", in.Ref.WorkflowID, "run_id", in.Ref.RunID, "outcome", in.Result.Outcome, "entities", len(in.Result.Entities)}
+		if in.Failure != nil {
+			attrs = append(attrs, "error_type", in.Failure.Type, "error", in.Failure.Message)
+		}
+		a.Log.Info("delivery finished", attrs...)
+	}
 	return nil
 }
 
