@@ -182,7 +182,7 @@ schema:
 		require.NoError(t, err)
 		out, err = cli("test-mapping", "--integration", "services", "--payload", payload)
 		require.NoError(t, err, out)
-		out, err = cli("replay", "--wait", resp["delivery_id"].(string))
+		out, err = cli("replay", resp["delivery_id"].(string), "--wait")
 		require.NoError(t, err, out)
 		assert.Contains(t, out, resp["delivery_id"].(string)+" succeeded")
 

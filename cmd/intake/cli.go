@@ -28,14 +28,24 @@ type adminClient struct {
 	http   *http.Client
 }
 
-func cliFlags(name string, args []string, extra func(fs *flag.FlagSet)) (*adminClient, *flag.FlagSet, error) {
+// cliFlags parses the common and the command's flags; flags may come before or after the
+// positional arguments (`intake replay ID --wait`), which it returns.
+func cliFlags(name string, args []string, extra func(fs *flag.FlagSet)) (*adminClient, []string, error) {
 	fs := flag.NewFlagSet("intake "+name, flag.ContinueOnError)
 	c := &adminClient{http: &http.Client{Timeout: 60 * time.Second}}
 	fs.StringVar(&c.server, "server", envOr("INTAKE_SERVER", "http://127.0.0.1:8080"), "admin API address ($INTAKE_SERVER)")
 	fs.StringVar(&c.token, "token", envOr("INTAKE_ADMIN_TOKEN", ""), "admin token ($INTAKE_ADMIN_TOKEN; default: .intake/admin-token of this folder)")
 	extra(fs)
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 	if c.token == "" {
 		if b, err := os.ReadFile(filepath.Join(envOr("INTAKE_DATA_DIR", ".intake"), "admin-token")); err == nil {
@@ -43,7 +53,7 @@ func cliFlags(name string, args []string, extra func(fs *flag.FlagSet)) (*adminC
 		}
 	}
 	c.server = strings.TrimRight(c.server, "/")
-	return c, fs, nil
+	return c, positional, nil
 }
 
 // apiError is the admin API's error shape.
@@ -287,7 +297,7 @@ func runReplay(ctx context.Context, args []string) error {
 	var f intake.DeliveryFilter
 	var from, to string
 	var wait bool
-	c, fs, err := cliFlags("replay", args, func(fs *flag.FlagSet) {
+	c, ids, err := cliFlags("replay", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&f.Integration, "integration", "", "bulk: only this integration")
 		fs.StringVar(&f.Status, "status", "failed", "bulk: deliveries with this status")
 		fs.StringVar(&from, "from", "", "bulk: received at or after (RFC 3339)")
@@ -297,16 +307,20 @@ func runReplay(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if fs.NArg() == 1 {
+	switch len(ids) {
+	case 0:
+	case 1:
 		var out map[string]any
-		if _, err := c.do(ctx, http.MethodPost, "/api/v1/deliveries/"+url.PathEscape(fs.Arg(0))+"/replay", nil, &out); err != nil {
+		if _, err := c.do(ctx, http.MethodPost, "/api/v1/deliveries/"+url.PathEscape(ids[0])+"/replay", nil, &out); err != nil {
 			return err
 		}
-		fmt.Printf("replaying %s as %s\n", fs.Arg(0), out["workflow_id"])
+		fmt.Printf("replaying %s as %s\n", ids[0], out["workflow_id"])
 		if wait {
-			return waitDelivery(ctx, c, fs.Arg(0), out["workflow_id"].(string))
+			return waitDelivery(ctx, c, ids[0], out["workflow_id"].(string))
 		}
 		return nil
+	default:
+		return errors.New("replay takes one delivery ID, or a filter (--integration, --status, --from, --to)")
 	}
 	body := map[string]any{"integration": f.Integration, "status": f.Status}
 	if from != "" {
