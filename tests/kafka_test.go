@@ -162,4 +162,17 @@ func TestKafkaListener(t *testing.T) {
 	require.Equal(t, 200, code)
 	assert.Equal(t, "User 42", e.Title)
 	assert.Equal(t, []any{"sg-k"}, e.Relations["support_groups"])
+
+	// A new integration on a topic that does not exist yet, in a group of its own: followed
+	// without a restart.
+	putIntegration(t, s, `{"identifier":"teams_kafka","source":{"kind":"kafka","topics":["teams.events"],"group":"teams"},
+	  "mappings":[{"template":"support_group","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
+	time.Sleep(3 * time.Second) // the listener picks the group up; a new group starts at the earliest offset anyway
+	tw := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: "teams.events", AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond}
+	defer tw.Close()
+	require.NoError(t, tw.WriteMessages(ctx, kafkago.Message{Value: []byte(`{"id":"kafka-team","name":"From Kafka"}`)}))
+	require.Eventually(t, func() bool {
+		code, _ := s.request("GET", "/api/v1/entities/support_group/kafka-team", nil, true, nil)
+		return code == 200
+	}, 2*time.Minute, 300*time.Millisecond)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,25 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 			t.Run(smp.Name, func(t *testing.T) { runSample(t, s, smp, sec) })
 		}
 		assert.GreaterOrEqual(t, ran, 4)
+	})
+
+	t.Run("the Temporal Web UI serves its pages and shows the deliveries' workflows", func(t *testing.T) {
+		resp, err := http.Get("http://" + s.addr("ui") + "/")
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, 200, resp.StatusCode)
+		resp, err = http.Get("http://" + s.addr("ui") + "/api/v1/namespaces/default/workflows?query=" +
+			url.QueryEscape("IntakeIntegration = 'sonar_webhook' AND IntakeOutcome = 'failed'"))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var list struct {
+			Executions []struct {
+				Execution struct{ WorkflowID string } `json:"execution"`
+			} `json:"executions"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
+		require.Len(t, list.Executions, 1, "search attributes find the failed Sonar delivery")
+		assert.Equal(t, "ingest.sonar_webhook.AVh21JS2JepAEhwQ-b3v", list.Executions[0].Execution.WorkflowID)
 	})
 
 	t.Run("the embedded store indexes _id on every collection", func(t *testing.T) {
