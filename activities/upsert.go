@@ -26,13 +26,34 @@ type UpsertInput struct {
 // per-entity outcome. A retried attempt reports what its first attempt did (LastRun).
 func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.EntityChange, error) {
 	countRetry(ctx)
-	changes := in.Changes
-	runKey := in.Ref.WorkflowID + "/" + in.Ref.RunID
+	const attempts = 10
+	for attempt := 1; ; attempt++ {
+		// Each attempt starts from the mapped changes and reads the entities again.
+		changes := slices.Clone(in.Changes)
+		err := a.upsertOnce(ctx, in.Ref, changes)
+		switch {
+		case err == nil:
+			return changes, nil
+		case !errors.Is(err, store.ErrConflict) || attempt == attempts:
+			return nil, fmt.Errorf("upsert entities of %s: %w", in.Ref.DeliveryID, err)
+		}
+		// Another delivery wrote one of these entities between our read and write.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt*attempt) * 10 * time.Millisecond):
+		}
+	}
+}
+
+// upsertOnce reads, computes and writes once; store.ErrConflict means "read again".
+func (a *Activities) upsertOnce(ctx context.Context, ref Ref, changes []intake.EntityChange) error {
+	runKey := ref.WorkflowID + "/" + ref.RunID
 	templates := a.Catalog.Templates()
 
 	docs, err := a.Store.EntitiesByID(ctx, referencedIDs(changes, templates))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	now := time.Now().UTC()
 	var writes []store.EntityWrite
@@ -54,7 +75,7 @@ func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 				c.Message = "entity did not exist"
 				continue
 			}
-			writes = append(writes, store.EntityWrite{Delete: key})
+			writes = append(writes, store.EntityWrite{Delete: key, Rev: existing.Rev})
 			docs[key], touched[key] = nil, true
 			continue
 		}
@@ -70,12 +91,12 @@ func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 			c.Fail(intake.ErrValidation, fmt.Sprintf("template %q does not exist", c.Template))
 			continue
 		}
-		placeholders, err := checkRelations(c, tpl, docs, in.Ref.Integration, now)
+		placeholders, err := checkRelations(c, tpl, docs, ref.Integration, now)
 		if err != nil {
 			c.Fail(intake.ErrRelationMissing, err.Error())
 			continue
 		}
-		doc := merged(c, existing, ct, in.Ref.Integration, now)
+		doc := merged(c, existing, ct, ref.Integration, now)
 		if err := ct.Validate(doc.Properties, true); err != nil {
 			c.Fail(intake.ErrValidation, err.Error())
 			continue
@@ -85,6 +106,7 @@ func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 			continue
 		}
 		for _, p := range placeholders {
+			p.Rev = 1
 			writes = append(writes, store.EntityWrite{Doc: p})
 			docs[p.ID], touched[p.ID] = p, true
 		}
@@ -102,13 +124,19 @@ func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 			c.Outcome = intake.OutcomeUpdated
 		}
 		doc.LastRun, doc.LastOutcome = runKey, c.Outcome
-		writes = append(writes, store.EntityWrite{Doc: doc})
+		read := revOf(existing)
+		doc.Rev = read + 1
+		writes = append(writes, store.EntityWrite{Doc: doc, Rev: read})
 		docs[key], touched[key] = doc, true
 	}
-	if err := a.Store.WriteEntities(ctx, writes); err != nil {
-		return nil, fmt.Errorf("upsert entities of %s: %w", in.Ref.DeliveryID, err)
+	return a.Store.WriteEntities(ctx, writes)
+}
+
+func revOf(d *store.EntityDoc) int64 {
+	if d == nil {
+		return 0
 	}
-	return changes, nil
+	return d.Rev
 }
 
 // referencedIDs lists every entity the changes touch or point to, for one $in lookup.

@@ -32,6 +32,9 @@ type EntityDoc struct {
 	UpdatedBy   string         `bson:"updated_by,omitempty"`
 	LastRun     string         `bson:"last_run,omitempty"`
 	LastOutcome string         `bson:"last_outcome,omitempty"`
+	// Rev counts the writes of this entity: a write names the revision it read (optimistic
+	// concurrency), so two deliveries merging into one entity never lose an update.
+	Rev int64 `bson:"rev"`
 }
 
 // Entity converts to the API shape.
@@ -71,27 +74,51 @@ func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*Ent
 	return out, nil
 }
 
-// EntityWrite is one write of a bulk: a full document to store, or a delete.
+// EntityWrite is one write of a bulk: a full document to store, or a delete of the _id in
+// Delete. Rev is the revision the writer read (0: the entity did not exist); the write applies
+// only if the stored entity is still at that revision. A stored Doc gets revision Rev+1.
 type EntityWrite struct {
 	Doc    *EntityDoc
-	Delete string // _id to delete
+	Delete string
+	Rev    int64
 }
 
-// WriteEntities applies writes in bulk chunks; every write addresses its document by _id.
+// ErrConflict means an entity changed between read and write; read again and recompute.
+var ErrConflict = errors.New("entity changed concurrently")
+
+// WriteEntities applies writes in ordered bulk chunks, each addressed by _id and guarded by the
+// revision it read. A chunk that does not apply in full returns ErrConflict (the writes before
+// the conflicting one have been applied).
 func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 	for start := 0; start < len(writes); start += BulkChunk {
 		chunk := writes[start:min(start+BulkChunk, len(writes))]
 		models := make([]mongo.WriteModel, 0, len(chunk))
 		for _, w := range chunk {
-			if w.Delete != "" {
-				models = append(models, mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: w.Delete}}))
+			id := w.Delete
+			if w.Doc != nil {
+				id = w.Doc.ID
+			}
+			filter := bson.D{{Key: "_id", Value: id}, {Key: "rev", Value: w.Rev}}
+			if w.Rev == 0 {
+				filter = bson.D{{Key: "_id", Value: id}, {Key: "rev", Value: bson.D{{Key: "$exists", Value: false}}}}
+			}
+			if w.Doc == nil {
+				models = append(models, mongo.NewDeleteOneModel().SetFilter(filter))
 				continue
 			}
-			models = append(models, mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: w.Doc.ID}}).
-				SetReplacement(w.Doc).SetUpsert(true))
+			w.Doc.Rev = w.Rev + 1
+			// A new entity is inserted; an existing one is replaced only at the revision read.
+			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc).SetUpsert(w.Rev == 0))
 		}
-		if _, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true)); err != nil {
+		res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+		if mongo.IsDuplicateKeyError(err) {
+			return ErrConflict
+		}
+		if err != nil {
 			return fmt.Errorf("write %d entities: %w", len(models), err)
+		}
+		if int(res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
+			return ErrConflict
 		}
 	}
 	return nil

@@ -56,7 +56,7 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc}}))
 		doc2 := &store.EntityDoc{ID: "t/a", Template: "t", Identifier: "a",
 			Properties: map[string]any{"x": 2}, Relations: map[string]any{}, CreatedAt: now, UpdatedAt: now}
-		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc2}}))
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc2, Rev: 1}}))
 		e, err := s.GetEntity(ctx, "t", "a")
 		require.NoError(t, err)
 		assert.Equal(t, "", e.Title)
@@ -72,7 +72,10 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 			writes = append(writes, store.EntityWrite{Doc: &store.EntityDoc{ID: id, Template: "bulk", Identifier: fmt.Sprintf("%03d", i), Properties: map[string]any{}, Relations: map[string]any{}}})
 		}
 		require.NoError(t, s.WriteEntities(ctx, writes))
-		// Upserting existing documents again in one go must not hang the embedded server.
+		// Replacing as many existing documents in one go must not hang the embedded server.
+		for i := range writes {
+			writes[i].Rev = 1
+		}
 		require.NoError(t, s.WriteEntities(ctx, writes))
 		got, err := s.EntitiesByID(ctx, ids)
 		require.NoError(t, err)
@@ -84,9 +87,25 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		require.NoError(t, err)
 		assert.Len(t, page2, len(ids)-100)
 		assert.Equal(t, "100", page2[0].Identifier)
-		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Delete: "bulk/000"}}))
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Delete: "bulk/000", Rev: 2}}))
 		_, err = s.GetEntity(ctx, "bulk", "000")
 		assert.ErrorIs(t, err, store.ErrNotFound)
+	})
+
+	t.Run("a write at a stale revision is a conflict, never a lost update", func(t *testing.T) {
+		doc := func(v string) *store.EntityDoc {
+			return &store.EntityDoc{ID: "t/race", Template: "t", Identifier: "race", Properties: map[string]any{"v": v}, Relations: map[string]any{}}
+		}
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("created")}}))
+		assert.ErrorIs(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("created twice")}}), store.ErrConflict)
+		// Two writers read revision 1; the first wins, the second must read again.
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("first"), Rev: 1}}))
+		assert.ErrorIs(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("second"), Rev: 1}}), store.ErrConflict)
+		assert.ErrorIs(t, s.WriteEntities(ctx, []store.EntityWrite{{Delete: "t/race", Rev: 1}}), store.ErrConflict)
+		got, err := s.EntitiesByID(ctx, []string{"t/race"})
+		require.NoError(t, err)
+		assert.Equal(t, "first", got["t/race"].Properties["v"])
+		assert.Equal(t, int64(2), got["t/race"].Rev)
 	})
 
 	t.Run("audit inserts are idempotent by id", func(t *testing.T) {

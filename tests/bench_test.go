@@ -150,10 +150,12 @@ func storeCeiling(b *testing.B, s *stack) float64 {
 	require.NoError(b, err)
 	defer st.Close(ctx)
 	start, count := time.Now(), 0
+	revs := map[string]int64{}
 	for time.Since(start) < 2*time.Second {
 		id := fmt.Sprintf("ceiling/%d", count%500)
 		doc := &store.EntityDoc{ID: id, Template: "ceiling", Identifier: id, Properties: map[string]any{"n": count}, Relations: map[string]any{}}
-		require.NoError(b, st.WriteEntities(ctx, []store.EntityWrite{{Doc: doc}}))
+		require.NoError(b, st.WriteEntities(ctx, []store.EntityWrite{{Doc: doc, Rev: revs[id]}}))
+		revs[id]++
 		count++
 	}
 	return float64(count) / time.Since(start).Seconds()

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,6 +261,41 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Contains(t, skips[0].Message, "stale update")
 	})
 
+	t.Run("concurrent merges into one entity lose no update", func(t *testing.T) {
+		props, maps := []string{}, []string{}
+		for i := 0; i < 8; i++ {
+			props = append(props, fmt.Sprintf(`"p%d":{"type":"string"}`, i))
+			maps = append(maps, fmt.Sprintf(`"p%d":".p%d"`, i, i))
+		}
+		code, _ := s.request("PUT", "/api/v1/templates/wide", []byte(`{"schema":{"properties":{`+strings.Join(props, ",")+`}}}`), true, nil)
+		require.Equal(t, 201, code)
+		putIntegration(t, s, `{"identifier":"wide_merge","security":{"scheme":"none","allow_unsigned":true},
+		  "mappings":[{"template":"wide","entity":{"identifier":".id","properties":{`+strings.Join(maps, ",")+`}}}]}`)
+		ids := make(chan string, 8)
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				code, out := s.post("wide_merge", []byte(fmt.Sprintf(`{"id":"w","p%d":"v%d"}`, i, i)), nil)
+				if code == 202 {
+					ids <- out["workflow_id"].(string)
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(ids)
+		for id := range ids {
+			_, err := s.waitWorkflow(id)
+			require.NoError(t, err)
+		}
+		var e intake.Entity
+		s.request("GET", "/api/v1/entities/wide/w", nil, true, &e)
+		for i := 0; i < 8; i++ {
+			assert.Equal(t, fmt.Sprintf("v%d", i), e.Properties[fmt.Sprintf("p%d", i)], "p%d", i)
+		}
+	})
+
 	t.Run("audit log filters and cursor", func(t *testing.T) {
 		var all []intake.AuditEntry
 		code, _ := s.request("GET", "/api/v1/audit_logs?limit=1000", nil, true, &all)
@@ -349,7 +385,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, "checkout-api", e.Title)
 		var tpls []intake.Template
 		s.request("GET", "/api/v1/templates", nil, true, &tpls)
-		assert.Len(t, tpls, 7, "examples are not loaded twice; the team template is kept")
+		assert.Len(t, tpls, 8, "examples are not loaded twice; the team and wide templates are kept")
 		// The old workflows are still visible, and new deliveries work.
 		_, err := s.waitWorkflow("ingest.github_repos.dup-delivery-1")
 		require.NoError(t, err)
