@@ -90,6 +90,8 @@ var ErrConflict = errors.New("entity changed concurrently")
 // revision it read. A chunk that does not apply in full returns ErrConflict (the writes before
 // the conflicting one have been applied).
 func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
+	s.entityWrites.Lock()
+	defer s.entityWrites.Unlock()
 	for start := 0; start < len(writes); start += BulkChunk {
 		chunk := writes[start:min(start+BulkChunk, len(writes))]
 		models := make([]mongo.WriteModel, 0, len(chunk))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -40,6 +41,10 @@ type Store struct {
 	client    *mongo.Client
 	db        *mongo.Database
 	secretKey []byte
+	// entityWrites serializes this process's entity writes: FerretDB v1.24.2 matches a filter
+	// and replaces the document in two steps, so two concurrent guarded writes could both pass
+	// the revision check. MongoDB applies filter and write atomically per document.
+	entityWrites sync.Mutex
 }
 
 // Open connects, checks the server answers and creates the indexes. secretKey (see SecretKey)

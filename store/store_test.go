@@ -2,9 +2,11 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,6 +108,45 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "first", got["t/race"].Properties["v"])
 		assert.Equal(t, int64(2), got["t/race"].Rev)
+	})
+
+	t.Run("concurrent read-modify-write loops lose nothing", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for {
+					got, err := s.EntitiesByID(ctx, []string{"t/rmw"})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					props := map[string]any{}
+					var rev int64
+					if d := got["t/rmw"]; d != nil {
+						for k, v := range d.Properties {
+							props[k] = v
+						}
+						rev = d.Rev
+					}
+					props[fmt.Sprintf("k%d", i)] = i
+					err = s.WriteEntities(ctx, []store.EntityWrite{{Rev: rev, Doc: &store.EntityDoc{ID: "t/rmw", Template: "t", Identifier: "rmw", Properties: props, Relations: map[string]any{}}}})
+					if err == nil {
+						return
+					}
+					if !errors.Is(err, store.ErrConflict) {
+						t.Error(err)
+						return
+					}
+				}
+			}(i)
+		}
+		wg.Wait()
+		got, err := s.EntitiesByID(ctx, []string{"t/rmw"})
+		require.NoError(t, err)
+		assert.Len(t, got["t/rmw"].Properties, 8, "%v", got["t/rmw"].Properties)
+		assert.Equal(t, int64(8), got["t/rmw"].Rev)
 	})
 
 	t.Run("audit inserts are idempotent by id", func(t *testing.T) {
