@@ -237,7 +237,8 @@ func sign(sec *intake.Security, body []byte, headers map[string]string) map[stri
 
 // waitWorkflow waits for a delivery's workflow and returns its result or error.
 func (s *stack) waitWorkflow(workflowID string) (*intake.IngestResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Generous: right after a kill -9 the embedded server may take a while to answer on a busy machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var res intake.IngestResult
 	err := s.temporal.GetWorkflow(ctx, workflowID, "").Get(ctx, &res)
