@@ -55,17 +55,6 @@ func (l *Listener) Run(ctx context.Context) {
 	})
 }
 
-// Groups returns the running groups and their topics (for /readyz and tests).
-func (l *Listener) Groups() map[string][]string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := map[string][]string{}
-	for g, c := range l.groups {
-		out[g] = c.topics
-	}
-	return out
-}
-
 // wanted computes, from the configuration, each group's sorted topics.
 func (l *Listener) wanted() map[string][]string {
 	sets := map[string]map[string]bool{}
