@@ -63,8 +63,9 @@ func DeliveryKey(raw string) string {
 func WorkflowID(integration, key string) string { return "ingest." + integration + "." + key }
 
 // Start starts the delivery's workflow, or finds the one already started with its ID: a key
-// that is running or succeeded is not processed twice; a failed one may run again.
-func (s *Starter) Start(ctx context.Context, d intake.Delivery) (Started, error) {
+// that is running or succeeded is not processed twice; a failed one may run again. It settles
+// d.Key (URL-safe) and d.ID first.
+func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error) {
 	d.Key = DeliveryKey(d.Key)
 	d.ID = d.Integration + "." + d.Key
 	wid := WorkflowID(d.Integration, d.Key)

@@ -250,7 +250,7 @@ func (l *Listener) startAll(ctx context.Context, group string, batch []kafkago.M
 func (l *Listener) startWithRetry(ctx context.Context, d intake.Delivery) bool {
 	backoff := 200 * time.Millisecond
 	for {
-		started, err := l.Starter.Start(ctx, d)
+		started, err := l.Starter.Start(ctx, &d)
 		if err == nil {
 			metrics.Accepted.WithLabelValues(d.Integration, intake.OriginKafka, strconv.FormatBool(started.Duplicate)).Inc()
 			return true

@@ -120,7 +120,7 @@ func (l *Listener) receive(ctx context.Context, integration, subscription string
 				Body: m.Data, Headers: headers, ReceivedAt: time.Now().UTC(),
 				Meta: map[string]any{"subscription": short, "message_id": m.ID, "publish_time": m.PublishTime.UTC().Format(time.RFC3339Nano)},
 			}
-			started, err := l.Starter.Start(ctx, d)
+			started, err := l.Starter.Start(ctx, &d)
 			if err != nil {
 				metrics.StartFailures.WithLabelValues(integration).Inc()
 				l.Log.Warn("workflow start failed; message nacked for redelivery", "integration", integration, "message_id", m.ID, "err", err)

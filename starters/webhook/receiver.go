@@ -125,7 +125,7 @@ func (r *Receiver) receive(c *gin.Context) {
 		Verified:    true,
 	}
 	d.Key = r.requestKey(c.Request.Context(), p, payload, d)
-	started, err := r.Starter.Start(c.Request.Context(), d)
+	started, err := r.Starter.Start(c.Request.Context(), &d)
 	if err != nil {
 		if r.Observe != nil {
 			r.Observe.StartFailed(in.Identifier)
@@ -137,7 +137,6 @@ func (r *Receiver) receive(c *gin.Context) {
 	}
 	if !started.Duplicate {
 		// The workflow records the delivery too when it ends; this makes it visible at once.
-		d.ID, d.Key = started.DeliveryID, strings.TrimPrefix(started.DeliveryID, in.Identifier+".")
 		if err := r.Store.RecordAccepted(c.Request.Context(), d, started.WorkflowID, started.RunID); err != nil {
 			r.Log.Warn("recording the accepted delivery failed; its workflow will", "delivery_id", d.ID, "err", err)
 		}
