@@ -83,7 +83,7 @@ func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error
 			workflows.AttrOrigin.ValueSet(d.Origin),
 		),
 	}
-	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.IngestWorkflow, d)
+	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.IngestWorkflow, *d)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
 	case errors.As(err, &already):
