@@ -54,9 +54,24 @@ func (d *EntityDoc) Entity() intake.Entity {
 	return e
 }
 
-// EntitiesByID loads entities by _id with one $in query; absent ones are missing from the map.
+// EntitiesByID loads entities by _id (one $in query per chunk; on FerretDB one indexed lookup
+// per id); absent ones are missing from the map.
 func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*EntityDoc, error) {
 	out := make(map[string]*EntityDoc, len(ids))
+	if s.idOnly {
+		for _, id := range ids {
+			var d EntityDoc
+			err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("find entity %s: %w", id, err)
+			}
+			out[id] = &d
+		}
+		return out, nil
+	}
 	for start := 0; start < len(ids); start += BulkChunk {
 		chunk := ids[start:min(start+BulkChunk, len(ids))]
 		cur, err := s.db.Collection(colEntities).Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: chunk}}}})
@@ -88,12 +103,19 @@ var ErrConflict = errors.New("entity changed concurrently")
 
 // WriteEntities applies writes in ordered bulk chunks, each addressed by _id and guarded by the
 // revision it read. A chunk that does not apply in full returns ErrConflict (the writes before
-// the conflicting one have been applied).
+// the conflicting one have been applied). On MongoDB the guard is part of each write's filter;
+// on FerretDB, whose index serves only {_id: x}, the revisions are checked by _id under the
+// process's write lock and the writes address _id alone.
 func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 	s.entityWrites.Lock()
 	defer s.entityWrites.Unlock()
 	for start := 0; start < len(writes); start += BulkChunk {
 		chunk := writes[start:min(start+BulkChunk, len(writes))]
+		if s.idOnly {
+			if err := s.checkRevisions(ctx, chunk); err != nil {
+				return err
+			}
+		}
 		models := make([]mongo.WriteModel, 0, len(chunk))
 		for _, w := range chunk {
 			id := w.Delete
@@ -101,7 +123,10 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 				id = w.Doc.ID
 			}
 			filter := bson.D{{Key: "_id", Value: id}, {Key: "rev", Value: w.Rev}}
-			if w.Rev == 0 {
+			switch {
+			case s.idOnly:
+				filter = bson.D{{Key: "_id", Value: id}}
+			case w.Rev == 0:
 				filter = bson.D{{Key: "_id", Value: id}, {Key: "rev", Value: bson.D{{Key: "$exists", Value: false}}}}
 			}
 			if w.Doc == nil {
@@ -110,7 +135,7 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 			}
 			w.Doc.Rev = w.Rev + 1
 			// A new entity is inserted; an existing one is replaced only at the revision read.
-			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc).SetUpsert(w.Rev == 0))
+			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc).SetUpsert(w.Rev == 0 || s.idOnly))
 		}
 		res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
 		if mongo.IsDuplicateKeyError(err) {
@@ -121,6 +146,42 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 		}
 		if int(res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
 			return ErrConflict
+		}
+	}
+	return nil
+}
+
+// checkRevisions verifies, by indexed _id lookups, that every entity of the chunk is still at
+// the revision its writer read (0: absent). The caller holds the write lock.
+func (s *Store) checkRevisions(ctx context.Context, chunk []EntityWrite) error {
+	seen := map[string]int64{} // a chunk may write one entity twice: the second expects the first's revision
+	for _, w := range chunk {
+		id := w.Delete
+		if w.Doc != nil {
+			id = w.Doc.ID
+		}
+		current, ok := seen[id]
+		if !ok {
+			var d struct {
+				Rev int64 `bson:"rev"`
+			}
+			err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+				options.FindOne().SetProjection(bson.D{{Key: "rev", Value: 1}})).Decode(&d)
+			switch {
+			case errors.Is(err, mongo.ErrNoDocuments):
+				current = 0
+			case err != nil:
+				return fmt.Errorf("check revision of %s: %w", id, err)
+			default:
+				current = d.Rev
+			}
+		}
+		if current != w.Rev {
+			return ErrConflict
+		}
+		seen[id] = w.Rev + 1
+		if w.Doc == nil {
+			seen[id] = 0
 		}
 	}
 	return nil

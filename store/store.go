@@ -45,6 +45,9 @@ type Store struct {
 	// and replaces the document in two steps, so two concurrent guarded writes could both pass
 	// the revision check. MongoDB applies filter and write atomically per document.
 	entityWrites sync.Mutex
+	// idOnly is set on FerretDB, which uses its _id index only for a filter that is exactly one
+	// scalar _id equality ({_id: x}); $in and {_id, rev} filters scan the whole table there.
+	idOnly bool
 }
 
 // Open connects, checks the server answers and creates the indexes. secretKey (see SecretKey)
@@ -62,6 +65,10 @@ func Open(ctx context.Context, uri, database string, secretKey []byte) (*Store, 
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err
+	}
+	var info bson.M
+	if err := s.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err == nil {
+		_, s.idOnly = info["ferretdbVersion"]
 	}
 	if err := s.ensureIndexes(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
