@@ -234,24 +234,29 @@ func BenchmarkKafkaStart(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	l := startListenerB(b, s, s.addr("temporal"), "--kafka-brokers", strings.Join(broker.ListenAddrs(), ","))
-	var startedAll time.Duration
+	var firstStart, startedAll time.Duration
 	require.Eventually(b, func() bool {
-		if l.accepted() >= n {
+		got := l.accepted()
+		if got > 0 && firstStart == 0 {
+			firstStart = time.Since(start)
+		}
+		if got >= n {
 			startedAll = time.Since(start)
 			return true
 		}
 		return false
-	}, 10*time.Minute, 100*time.Millisecond)
+	}, 10*time.Minute, 20*time.Millisecond)
 	require.Eventually(b, func() bool {
 		return countEntities(b, s, "user") >= n
 	}, 30*time.Minute, time.Second)
 	done := time.Since(start)
 	b.StopTimer()
 	fmt.Printf("\nkafka listener, %d records on 3 partitions (embedded Temporal, 2 cores):\n", n)
-	fmt.Printf("  started as workflows (offsets committed): %v, %.0f records/s (includes process start and group join)\n",
-		startedAll.Round(time.Millisecond), float64(n)/startedAll.Seconds())
+	fmt.Printf("  process start + group join until the first start: %v\n", firstStart.Round(time.Millisecond))
+	fmt.Printf("  all started as workflows (offsets committed) %v later: %.0f records/s\n",
+		(startedAll - firstStart).Round(time.Millisecond), float64(n)/(startedAll-firstStart).Seconds())
 	fmt.Printf("  all %d workflows finished: %v, %.1f deliveries/s end to end\n", n, done.Round(time.Millisecond), float64(n)/done.Seconds())
-	b.ReportMetric(float64(n)/startedAll.Seconds(), "starts/s")
+	b.ReportMetric(float64(n)/(startedAll-firstStart).Seconds(), "starts/s")
 }
 
 // countEntities pages through the entities of a template.
