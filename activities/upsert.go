@@ -46,14 +46,24 @@ func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 	}
 }
 
-// upsertOnce reads, computes and writes once; store.ErrConflict means "read again".
+// upsertOnce plans and writes once; store.ErrConflict means "read again".
 func (a *Activities) upsertOnce(ctx context.Context, ref Ref, changes []intake.EntityChange) error {
+	writes, err := a.Plan(ctx, ref, changes)
+	if err != nil {
+		return err
+	}
+	return a.Store.WriteEntities(ctx, writes)
+}
+
+// Plan reads the entities the changes touch, sets each change's outcome (or failure) and returns
+// the writes that carry them out, writing nothing: Upsert writes them, a dry run only shows them.
+func (a *Activities) Plan(ctx context.Context, ref Ref, changes []intake.EntityChange) ([]store.EntityWrite, error) {
 	runKey := ref.WorkflowID + "/" + ref.RunID
 	templates := a.Catalog.Templates()
 
 	docs, err := a.Store.EntitiesByID(ctx, referencedIDs(changes, templates))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := time.Now().UTC()
 	var writes []store.EntityWrite
@@ -85,12 +95,12 @@ func (a *Activities) upsertOnce(ctx context.Context, ref Ref, changes []intake.E
 				c.EventTime.Format(time.RFC3339), existing.EventTime.Format(time.RFC3339))
 			continue
 		}
-		tpl := templates[c.Template]
 		ct := a.Catalog.Template(c.Template)
-		if tpl == nil || ct == nil {
+		if ct == nil {
 			c.Fail(intake.ErrValidation, fmt.Sprintf("template %q does not exist", c.Template))
 			continue
 		}
+		tpl := ct.Template
 		placeholders, err := checkRelations(c, tpl, docs, ref.Integration, now)
 		if err != nil {
 			c.Fail(intake.ErrRelationMissing, err.Error())
@@ -129,7 +139,7 @@ func (a *Activities) upsertOnce(ctx context.Context, ref Ref, changes []intake.E
 		writes = append(writes, store.EntityWrite{Doc: doc, Rev: read})
 		docs[key], touched[key] = doc, true
 	}
-	return a.Store.WriteEntities(ctx, writes)
+	return writes, nil
 }
 
 func revOf(d *store.EntityDoc) int64 {
@@ -159,7 +169,7 @@ func referencedIDs(changes []intake.EntityChange, templates map[string]*intake.T
 			continue
 		}
 		for name, v := range c.Relations {
-			for _, target := range RelationIDs(v) {
+			for _, target := range relationIDs(v) {
 				add(store.EntityKey(tpl.Relations[name].Target, target))
 			}
 		}
@@ -167,8 +177,8 @@ func referencedIDs(changes []intake.EntityChange, templates map[string]*intake.T
 	return ids
 }
 
-// RelationIDs lists the identifiers a relation value names.
-func RelationIDs(v any) []string {
+// relationIDs lists the identifiers a relation value names.
+func relationIDs(v any) []string {
 	switch x := v.(type) {
 	case string:
 		return []string{x}
@@ -192,13 +202,13 @@ func checkRelations(c *intake.EntityChange, tpl *intake.Template, docs map[strin
 	var placeholders []*store.EntityDoc
 	for _, name := range sortedNames(c.Relations) {
 		rel := tpl.Relations[name]
-		for _, target := range RelationIDs(c.Relations[name]) {
+		for _, target := range relationIDs(c.Relations[name]) {
 			key := store.EntityKey(rel.Target, target)
 			if docs[key] != nil {
 				continue
 			}
 			if !c.CreateMissingRelated {
-				return nil, errors.New(RelationMissing(target, name, rel.Target))
+				return nil, errors.New(relationMissing(target, name, rel.Target))
 			}
 			placeholders = append(placeholders, &store.EntityDoc{
 				ID: key, Template: rel.Target, Identifier: target,
@@ -210,14 +220,14 @@ func checkRelations(c *intake.EntityChange, tpl *intake.Template, docs map[strin
 	return placeholders, nil
 }
 
-// RelationMissing is the seed's message for a relation whose target does not exist.
-func RelationMissing(target, relation, template string) string {
+// relationMissing is the seed's message for a relation whose target does not exist.
+func relationMissing(target, relation, template string) string {
 	return fmt.Sprintf("Relation '%s' does not exist (%s -> %s)", target, relation, template)
 }
 
 func requiredRelations(tpl *intake.Template, doc *store.EntityDoc) error {
 	for _, name := range sortedNames(tpl.Relations) {
-		if tpl.Relations[name].Required && len(RelationIDs(doc.Relations[name])) == 0 {
+		if tpl.Relations[name].Required && len(relationIDs(doc.Relations[name])) == 0 {
 			return fmt.Errorf("relation '%s' is required", name)
 		}
 	}

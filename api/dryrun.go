@@ -12,7 +12,6 @@ import (
 	"intake/activities"
 	"intake/mappings"
 	"intake/starters/webhook"
-	"intake/store"
 )
 
 // dryRunRequest is a payload to try; Integration is only read by the unsaved-integration form.
@@ -76,58 +75,22 @@ func (s *Server) dryRun(c *gin.Context, p *mappings.Program, req dryRunRequest) 
 	}
 	d := intake.Delivery{ID: p.Integration.Identifier + ".dry-run", Integration: p.Integration.Identifier,
 		Origin: intake.OriginWebhook, Headers: headers, ReceivedAt: time.Now().UTC()}
-	outcomes, changes := p.Map(c.Request.Context(), payload, activities.EnvOf(d), s.Catalog.Templates())
+	ctx := c.Request.Context()
+	outcomes, changes := p.Map(ctx, payload, activities.EnvOf(d), s.Catalog.Templates())
+	// The workflow's own steps decide what would happen: Validate, then Upsert's plan (relations,
+	// merge with the stored entity, required, stale), without the write.
+	steps := &activities.Activities{Store: s.Store, Catalog: s.Catalog}
+	changes, _ = steps.Validate(ctx, changes)
+	if _, err := steps.Plan(ctx, activities.Ref{DeliveryID: d.ID, Integration: d.Integration, Origin: d.Origin}, changes); err != nil {
+		s.storeError(c, "entities", err)
+		return
+	}
 	ans := dryRunAnswer{Valid: true, Mappings: outcomes, Entities: changes}
-	s.checkRelations(c, changes)
 	for i := range changes {
-		ch := &changes[i]
-		if !ch.Failed() && ch.Operation != intake.OperationDelete {
-			if ct := s.Catalog.Template(ch.Template); ct != nil {
-				if err := ct.Validate(ch.Properties, ch.UpdateMode == intake.UpdateReplace); err != nil {
-					ch.Fail(intake.ErrValidation, err.Error())
-				}
-			}
-		}
-		ans.Valid = ans.Valid && !ch.Failed()
+		ans.Valid = ans.Valid && !changes[i].Failed()
 	}
 	if ans.Entities == nil {
 		ans.Entities = []intake.EntityChange{}
 	}
 	c.PureJSON(http.StatusOK, ans)
-}
-
-// checkRelations reads (never writes) whether relation targets exist.
-func (s *Server) checkRelations(c *gin.Context, changes []intake.EntityChange) {
-	templates := s.Catalog.Templates()
-	var ids []string
-	for _, ch := range changes {
-		for name, v := range ch.Relations {
-			if tpl := templates[ch.Template]; tpl != nil {
-				for _, id := range activities.RelationIDs(v) {
-					ids = append(ids, store.EntityKey(tpl.Relations[name].Target, id))
-				}
-			}
-		}
-	}
-	if len(ids) == 0 {
-		return
-	}
-	found, err := s.Store.EntitiesByID(c.Request.Context(), ids)
-	if err != nil {
-		return // the answer still shows the mapping; relation checks need the store
-	}
-	for i := range changes {
-		ch := &changes[i]
-		tpl := templates[ch.Template]
-		if ch.Failed() || ch.CreateMissingRelated || tpl == nil {
-			continue
-		}
-		for name, v := range ch.Relations {
-			for _, id := range activities.RelationIDs(v) {
-				if found[store.EntityKey(tpl.Relations[name].Target, id)] == nil {
-					ch.Fail(intake.ErrRelationMissing, activities.RelationMissing(id, name, tpl.Relations[name].Target))
-				}
-			}
-		}
-	}
 }

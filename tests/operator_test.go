@@ -116,6 +116,16 @@ func TestOperatorToolbox(t *testing.T) {
 		assert.Equal(t, 400, code)
 		assert.Contains(t, bad["message"], "mappings[0].entity.identifier")
 
+		// The outcome is the one the workflow would reach: b-1 was delivered above.
+		for id, want := range map[string]string{"b-1": intake.OutcomeUnchanged, "b-new": intake.OutcomeCreated} {
+			code, _ = s.request("POST", "/api/v1/integrations/basic_hook/test", map[string]any{"body": map[string]any{"id": id}}, true, &ans)
+			require.Equal(t, 200, code)
+			require.True(t, ans.Valid)
+			assert.Equal(t, want, ans.Entities[0].Outcome, id)
+		}
+		code, _ = s.request("GET", "/api/v1/entities/support_group/b-new", nil, true, nil)
+		assert.Equal(t, 404, code, "a dry run writes nothing")
+
 		code, _ = s.request("GET", "/api/v1/entities/sonar_project/dry", nil, true, nil)
 		assert.Equal(t, 404, code, "a dry run writes nothing")
 		code, _ = s.request("GET", "/api/v1/entities/github_repository/unsaved", nil, true, nil)
