@@ -38,17 +38,61 @@ type Relation struct {
 
 // Integration is one source's operator-configured rules.
 type Integration struct {
-	Identifier        string     `json:"identifier"`
-	Title             string     `json:"title,omitempty"`
-	Description       string     `json:"description,omitempty"`
-	Enabled           *bool      `json:"enabled,omitempty"`
-	Source            *Source    `json:"source,omitempty"`
-	Security          *Security  `json:"security,omitempty"`
-	RequestIdentifier string     `json:"request_identifier,omitempty"`
-	Hydration         any        `json:"hydration,omitempty"`
-	RateLimit         *RateLimit `json:"rate_limit,omitempty"`
-	Mappings          []Mapping  `json:"mappings"`
+	Identifier        string    `json:"identifier"`
+	Title             string    `json:"title,omitempty"`
+	Description       string    `json:"description,omitempty"`
+	Enabled           *bool     `json:"enabled,omitempty"`
+	Source            *Source   `json:"source,omitempty"`
+	Security          *Security `json:"security,omitempty"`
+	RequestIdentifier string    `json:"request_identifier,omitempty"`
+	// Hydration is kept as written so that unknown fields are reported by name (mappings.Compile).
+	Hydration json.RawMessage `json:"hydration,omitempty"`
+	// Credentials are named secrets for hydration headers ("secret:NAME"); encrypted at rest,
+	// masked in the API, never in workflow input.
+	Credentials    map[string]string `json:"credentials,omitempty"`
+	Response       *Response         `json:"response,omitempty"`
+	AllowEmptyBody bool              `json:"allow_empty_body,omitempty"`
+	RateLimit      *RateLimit        `json:"rate_limit,omitempty"`
+	Mappings       []Mapping         `json:"mappings"`
 }
+
+// Response says how the receiver answers a webhook: "async" (202 at once, the default) or
+// "sync" (wait up to Timeout for the workflow: 200 with the entities or 422 with the error).
+type Response struct {
+	Mode    string `json:"mode,omitempty"`
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// Response modes.
+const (
+	ResponseAsync = "async"
+	ResponseSync  = "sync"
+)
+
+// Hydration makes the worker fetch the full record a thin notification points to.
+type Hydration struct {
+	URL          string            `json:"url,omitempty"`
+	IDPath       string            `json:"id_path,omitempty"`
+	EventPath    string            `json:"event_path,omitempty"`
+	DeleteEvents []string          `json:"delete_events,omitempty"`
+	EventMap     map[string]string `json:"event_map,omitempty"`
+	Headers      map[string]string `json:"headers,omitempty"`
+	Merge        bool              `json:"merge,omitempty"`
+	Routes       []HydrationRoute  `json:"routes,omitempty"`
+	Timeout      string            `json:"timeout,omitempty"`
+	MaxBytes     int64             `json:"max_bytes,omitempty"`
+}
+
+// HydrationRoute is one endpoint of an integration that fetches from several: the first route
+// whose When (JQ over the notification) is true is fetched.
+type HydrationRoute struct {
+	When   string `json:"when,omitempty"`
+	URL    string `json:"url"`
+	IDPath string `json:"id_path,omitempty"`
+}
+
+// SecretRef prefixes a hydration header value that names an entry of credentials.
+const SecretRef = "secret:"
 
 // IsEnabled reports whether deliveries are accepted; absent means enabled.
 func (i *Integration) IsEnabled() bool { return i.Enabled == nil || *i.Enabled }
@@ -241,6 +285,7 @@ const (
 	ErrValidation       = "ValidationError"
 	ErrRelationMissing  = "RelationMissing"
 	ErrConfig           = "ConfigError"
+	ErrHydration        = "HydrationError"
 )
 
 // EntityChange is one entity a mapping produced, and later what became of it.
@@ -257,6 +302,9 @@ type EntityChange struct {
 	EventTime  *time.Time     `json:"event_time,omitempty"`
 	// CreateMissingRelated makes placeholder entities for relation targets that do not exist.
 	CreateMissingRelated bool `json:"create_missing_related,omitempty"`
+	// Clear lists fields the mapping owns that yielded nothing ("properties.x", "relations.y"):
+	// a hydrated merge removes them, because the upstream cleared them.
+	Clear []string `json:"clear,omitempty"`
 
 	Outcome   string `json:"outcome,omitempty"`
 	ErrorType string `json:"error_type,omitempty"`

@@ -13,6 +13,10 @@ type Activities struct {
 	Store   *store.Store
 	Catalog *mappings.Catalog
 	Log     *slog.Logger
+	// HydrationAllow lists the private targets hydration may fetch (INTAKE_HYDRATION_ALLOW).
+	HydrationAllow []string
+
+	fetchers fetchers
 }
 
 // Ref identifies a delivery's run for the steps that do not need its body.

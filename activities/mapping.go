@@ -17,18 +17,41 @@ type MapResult struct {
 	Entities []intake.EntityChange   `json:"entities"`
 }
 
+// MapInput is a delivery and, when its integration hydrates, what the Hydrate step found.
+type MapInput struct {
+	Delivery intake.Delivery `json:"delivery"`
+	Hydrated *HydrateResult  `json:"hydrated,omitempty"`
+}
+
 // Map runs the integration's filters and JQ mappings over the delivery (compiled once per
-// config version). A JQ error fails only the mapping or item it happened in.
-func (a *Activities) Map(ctx context.Context, d intake.Delivery) (*MapResult, error) {
-	p, err := a.Catalog.Program(d.Integration)
+// config version), or over the fetched document of a hydrated one. A JQ error fails only the
+// mapping or item it happened in.
+func (a *Activities) Map(ctx context.Context, in MapInput) (*MapResult, error) {
+	p, err := a.Catalog.Program(in.Delivery.Integration)
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrConfig, err)
 	}
-	var payload any
-	if err := json.Unmarshal(d.Body, &payload); err != nil {
-		return nil, temporal.NewNonRetryableApplicationError("body is not JSON: "+err.Error(), intake.ErrMapping, nil)
+	return a.MapWith(ctx, p, in)
+}
+
+// MapWith maps with a given program (dry runs of unsaved integrations use it too).
+func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInput) (*MapResult, error) {
+	payload, err := payloadOf(in.Delivery)
+	if err != nil {
+		return nil, err
 	}
-	outcomes, changes := p.Map(ctx, payload, EnvOf(d), a.Catalog.Templates())
+	env := EnvOf(in.Delivery)
+	if h := in.Hydrated; h != nil && h.Operation != "" && p.Hydration != nil {
+		var doc any
+		if len(h.Document) > 0 {
+			if err := json.Unmarshal(h.Document, &doc); err != nil {
+				return nil, temporal.NewNonRetryableApplicationError("hydrated document is not JSON: "+err.Error(), intake.ErrHydration, nil)
+			}
+		}
+		outcomes, changes := p.MapHydrated(ctx, h.HydrationPlan, doc, payload, env, a.Catalog.Templates())
+		return &MapResult{Mappings: outcomes, Entities: changes}, nil
+	}
+	outcomes, changes := p.Map(ctx, payload, env, a.Catalog.Templates())
 	return &MapResult{Mappings: outcomes, Entities: changes}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"intake"
@@ -251,6 +252,14 @@ func merged(c *intake.EntityChange, existing *store.EntityDoc, ct *mappings.Comp
 			doc.Title = existing.Title
 			maps.Copy(doc.Properties, existing.Properties)
 			maps.Copy(doc.Relations, existing.Relations)
+		}
+	}
+	for _, f := range c.Clear {
+		// A hydrated merge owns these fields and the upstream cleared them.
+		if name, ok := strings.CutPrefix(f, "properties."); ok {
+			delete(doc.Properties, name)
+		} else if name, ok := strings.CutPrefix(f, "relations."); ok {
+			delete(doc.Relations, name)
 		}
 	}
 	if c.Title != nil {

@@ -233,22 +233,29 @@ func RedactHeaders(sec *intake.Security, headers map[string]string, credential b
 
 // Verify is the workflow's first step: it re-checks HMAC-family signatures over the exact bytes
 // about to be mapped; for credential schemes and replays it records the receiver's verdict.
-func (a *Activities) Verify(ctx context.Context, d intake.Delivery) error {
+func (a *Activities) Verify(ctx context.Context, d intake.Delivery) (*VerifyResult, error) {
 	p, err := a.Catalog.Program(d.Integration)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrConfig, err)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrConfig, err)
 	}
+	res := &VerifyResult{Hydrate: p.Hydration != nil}
 	if d.Origin != intake.OriginWebhook {
-		return nil // streams carry no signatures; replays trust the original receipt
+		return res, nil // streams carry no signatures; replays trust the original receipt
 	}
 	sec := p.Integration.Security
 	if d.ReplayOf != "" || (d.Verified && credentialRedacted(sec, d.Headers)) {
-		return nil
+		return res, nil
 	}
 	if _, err := VerifySignature(sec, d.Headers, d.Body, d.ReceivedAt); err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrSignatureInvalid, nil)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), intake.ErrSignatureInvalid, nil)
 	}
-	return nil
+	return res, nil
+}
+
+// VerifyResult tells the workflow what comes next: whether the integration hydrates (read from
+// the configuration here, because workflow code must not read it).
+type VerifyResult struct {
+	Hydrate bool `json:"hydrate,omitempty"`
 }
 
 // credentialRedacted reports that the delivery's credential was masked by the receiver, so its

@@ -35,6 +35,8 @@ type Server struct {
 	Starter    *starters.Starter
 	TemporalUI string
 	Namespace  string
+	// HydrationAllow is INTAKE_HYDRATION_ALLOW: private hydration targets that are permitted.
+	HydrationAllow []string
 }
 
 // Router builds the gin engine with the receiver and the admin API.

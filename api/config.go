@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
 
 	"intake"
+	"intake/activities"
 	"intake/mappings"
 	"intake/starters/webhook"
 )
@@ -205,7 +207,11 @@ func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (
 			return Unchanged, nil
 		}
 	}
-	if _, err := mappings.Compile(*in, byID); err != nil {
+	p, err := mappings.Compile(*in, byID)
+	if err != nil {
+		return "", err
+	}
+	if err := s.checkHydrationTargets(p); err != nil {
 		return "", err
 	}
 	return s.put(ctx, func() (bool, error) { return s.Store.PutIntegration(ctx, in) })
@@ -240,6 +246,13 @@ func resultStatus(result string) int {
 }
 
 func maskSecrets(in *intake.Integration) {
+	if in.Credentials != nil {
+		masked := make(map[string]string, len(in.Credentials))
+		for name := range in.Credentials {
+			masked[name] = intake.Masked
+		}
+		in.Credentials = masked
+	}
 	if in.Security == nil {
 		return
 	}
@@ -256,6 +269,11 @@ func maskSecrets(in *intake.Integration) {
 }
 
 func keepMaskedSecrets(in, prev *intake.Integration) {
+	for name, v := range in.Credentials {
+		if old, ok := prev.Credentials[name]; ok && v == intake.Masked {
+			in.Credentials[name] = old
+		}
+	}
 	if in.Security == nil || prev.Security == nil {
 		return
 	}
@@ -267,4 +285,28 @@ func keepMaskedSecrets(in, prev *intake.Integration) {
 			in.Security.Secrets[i] = prev.Security.Secrets[i]
 		}
 	}
+}
+
+// checkHydrationTargets refuses, at write time, hydration URLs whose host is a literal private,
+// loopback or link-local address not in INTAKE_HYDRATION_ALLOW (host names are judged at fetch
+// time, after DNS resolution).
+func (s *Server) checkHydrationTargets(p *mappings.Program) error {
+	if p.Hydration == nil {
+		return nil
+	}
+	errs := &mappings.ConfigError{}
+	policy := activities.FetchPolicy{Allow: s.HydrationAllow}
+	for _, r := range p.Hydration.Routes {
+		field := "hydration.url"
+		if r.Index >= 0 {
+			field = fmt.Sprintf("hydration.routes[%d].url", r.Index)
+		}
+		if err := policy.CheckURL(r.URL); err != nil {
+			errs.Problems = append(errs.Problems, mappings.FieldError{Field: field, Message: err.Error()})
+		}
+	}
+	if len(errs.Problems) > 0 {
+		return errs
+	}
+	return nil
 }

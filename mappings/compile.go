@@ -57,7 +57,8 @@ type Expr struct {
 }
 
 // variables every expression sees, in the order values are passed.
-var variables = []string{"$headers", "$meta"}
+// $notification is the thin notification of a hydrated delivery (null otherwise).
+var variables = []string{"$headers", "$meta", "$notification"}
 
 func compileExpr(field, src string, errs *ConfigError) *Expr {
 	if strings.TrimSpace(src) == "" {
@@ -78,9 +79,10 @@ func compileExpr(field, src string, errs *ConfigError) *Expr {
 
 // Env is what an expression runs against.
 type Env struct {
-	Headers map[string]string
-	Meta    map[string]any
-	Budget  time.Duration
+	Headers      map[string]string
+	Meta         map[string]any
+	Notification any
+	Budget       time.Duration
 }
 
 func (env Env) vars() []any {
@@ -92,7 +94,7 @@ func (env Env) vars() []any {
 	if m == nil {
 		m = map[string]any{}
 	}
-	return []any{h, m}
+	return []any{h, m, env.Notification}
 }
 
 // Run evaluates the expression and returns every value it yields.
@@ -143,7 +145,10 @@ func (e *Expr) Truthy(ctx context.Context, input any, env Env) (bool, error) {
 type Program struct {
 	Integration       intake.Integration
 	RequestIdentifier *Expr
-	Mappings          []*CompiledMapping
+	Hydration         *CompiledHydration
+	// SyncTimeout is how long the receiver waits for the workflow (0: answer 202 at once).
+	SyncTimeout time.Duration
+	Mappings    []*CompiledMapping
 }
 
 // CompiledMapping is one mapping with its expressions compiled.
@@ -230,6 +235,8 @@ func Compile(in intake.Integration, templates map[string]*intake.Template) (*Pro
 			errs.add("source.topics", "a kafka integration needs topics (source.topics or a mapping's topic)")
 		}
 	}
+	p.Hydration = compileHydration(in, errs)
+	p.SyncTimeout = compileResponse(in.Response, errs)
 	if in.RateLimit != nil && (in.RateLimit.PerSecond <= 0 || in.RateLimit.Burst < 1) {
 		errs.add("rate_limit", "per_second must be > 0 and burst >= 1")
 	}

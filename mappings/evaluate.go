@@ -18,12 +18,16 @@ const MaxIdentifierLength = 256
 // Map runs every mapping of the program over a payload. Failures of one mapping or item are
 // recorded on that change (ErrorType MappingError), so the rest of the delivery still proceeds.
 func (p *Program) Map(ctx context.Context, payload any, env Env, templates map[string]*intake.Template) ([]intake.MappingOutcome, []intake.EntityChange) {
+	return p.mapWith(ctx, payload, env, templates, false)
+}
+
+// mapWith maps; keepClear keeps, on each change, the owned fields that yielded nothing.
+func (p *Program) mapWith(ctx context.Context, payload any, env Env, templates map[string]*intake.Template, keepClear bool) ([]intake.MappingOutcome, []intake.EntityChange) {
 	var outcomes []intake.MappingOutcome
 	var changes []intake.EntityChange
 	for _, cm := range p.Mappings {
 		mo := intake.MappingOutcome{Index: cm.Index, Template: cm.Mapping.Template}
-		if t := cm.Mapping.Topic; t != "" && env.Meta["topic"] != t {
-			// The seed's per-mapping topic routes a record only to the mappings of its topic.
+		if !cm.routed(env) {
 			mo.Filtered = true
 			outcomes = append(outcomes, mo)
 			continue
@@ -47,6 +51,9 @@ func (p *Program) Map(ctx context.Context, payload any, env Env, templates map[s
 			if err := cm.fill(ctx, &c, input, env, templates[cm.Mapping.Template]); err != nil {
 				c.Fail(intake.ErrMapping, err.Error())
 			}
+			if !keepClear || c.Failed() {
+				c.Clear = nil
+			}
 			changes = append(changes, c)
 		}
 	}
@@ -69,17 +76,33 @@ func (cm *CompiledMapping) newChange(item int) intake.EntityChange {
 	return c
 }
 
-// select_ applies the filters and items_to_parse, returning the inputs to map (one per entity).
+// routed applies the seed's per-mapping topic: a record reaches only the mappings of its topic.
+func (cm *CompiledMapping) routed(env Env) bool {
+	t := cm.Mapping.Topic
+	return t == "" || env.Meta["topic"] == t
+}
+
+// headerFilter runs header_filter with . = the headers (seed semantics).
+func (cm *CompiledMapping) headerFilter(ctx context.Context, env Env) (bool, error) {
+	if cm.HeaderFilter == nil {
+		return true, nil
+	}
+	headers := make(map[string]any, len(env.Headers))
+	for k, v := range env.Headers {
+		headers[k] = v
+	}
+	return cm.HeaderFilter.Truthy(ctx, headers, env)
+}
+
+func (cm *CompiledMapping) headersPass(ctx context.Context, env Env) bool {
+	ok, err := cm.headerFilter(ctx, env)
+	return err == nil && ok
+}
+
+// inputs applies the filters and items_to_parse, returning the inputs to map (one per entity).
 func (cm *CompiledMapping) inputs(ctx context.Context, payload any, env Env) ([]any, bool, error) {
-	if cm.HeaderFilter != nil {
-		headers := map[string]any{}
-		for k, v := range env.Headers {
-			headers[k] = v
-		}
-		ok, err := cm.HeaderFilter.Truthy(ctx, headers, env)
-		if err != nil || !ok {
-			return nil, false, err
-		}
+	if ok, err := cm.headerFilter(ctx, env); err != nil || !ok {
+		return nil, false, err
 	}
 	if cm.Filter != nil {
 		ok, err := cm.Filter.Truthy(ctx, payload, env)
@@ -164,7 +187,8 @@ func (cm *CompiledMapping) fill(ctx context.Context, c *intake.EntityChange, inp
 		}
 		vals = dropNulls(vals)
 		switch len(vals) {
-		case 0: // left unset
+		case 0: // left unset (a hydrated merge clears it)
+			c.Clear = append(c.Clear, "properties."+p.Name)
 		case 1:
 			if _, isList := vals[0].([]any); p.Array && !isList {
 				vals[0] = []any{vals[0]}
@@ -199,7 +223,8 @@ func (cm *CompiledMapping) fill(ctx context.Context, c *intake.EntityChange, inp
 			}
 		}
 		switch {
-		case len(ids) == 0: // a relation yielding nothing is left unset
+		case len(ids) == 0: // a relation yielding nothing is left unset (a hydrated merge clears it)
+			c.Clear = append(c.Clear, "relations."+r.Name)
 		case many:
 			c.Relations[r.Name] = ids
 		case len(ids) == 1:

@@ -112,6 +112,30 @@ func (s *Starter) Replay(ctx context.Context, d intake.Delivery) (Started, error
 	return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: run.GetRunID()}, nil
 }
 
+// Wait waits until timeout for a delivery's run to close. done is false when the wait ran out
+// (the run goes on). A failed run returns its typed error and, when it got that far, its
+// per-entity results.
+func (s *Starter) Wait(ctx context.Context, workflowID, runID string, timeout time.Duration) (res *intake.IngestResult, done bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var out intake.IngestResult
+	err = s.Client.GetWorkflow(wctx, workflowID, runID).Get(wctx, &out)
+	if err == nil {
+		return &out, true, nil
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		if appErr.HasDetails() && appErr.Details(&out) == nil {
+			return &out, true, appErr
+		}
+		return nil, true, appErr
+	}
+	if wctx.Err() != nil {
+		return nil, false, nil
+	}
+	return nil, true, err
+}
+
 // BulkReplayPrefix starts the IDs of bulk replay workflows.
 const BulkReplayPrefix = "bulk-replay."
 

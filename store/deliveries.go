@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -34,9 +35,13 @@ type deliveryDoc struct {
 }
 
 func (d *deliveryDoc) record() intake.DeliveryRecord {
+	var body json.RawMessage
+	if d.Body != "" { // an empty body (allow_empty_body) is shown as null
+		body = json.RawMessage(d.Body)
+	}
 	return intake.DeliveryRecord{
 		ID: d.ID, Integration: d.Integration, Key: d.Key, Origin: d.Origin, Status: d.Status,
-		Body: []byte(d.Body), Headers: d.Headers, Meta: d.Meta, ReceivedAt: d.ReceivedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
+		Body: body, Headers: d.Headers, Meta: d.Meta, ReceivedAt: d.ReceivedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
 		WorkflowID: d.WorkflowID, RunID: d.RunID, Error: d.Error, Mappings: d.Mappings, Entities: d.Entities, Replays: d.Replays,
 	}
 }

@@ -83,21 +83,28 @@ func (s *Store) openSecrets(in *intake.Integration) (*intake.Integration, error)
 }
 
 func (s *Store) mapSecrets(in *intake.Integration, f func(string) (string, error)) (*intake.Integration, error) {
-	if in.Security == nil {
-		return in, nil
-	}
 	out := *in
-	sec := *in.Security
 	var err error
-	if sec.SignatureValue, err = f(sec.SignatureValue); err != nil {
-		return nil, fmt.Errorf("integration %s: %w", in.Identifier, err)
-	}
-	sec.Secrets = make([]string, len(in.Security.Secrets))
-	for i, v := range in.Security.Secrets {
-		if sec.Secrets[i], err = f(v); err != nil {
+	if in.Security != nil {
+		sec := *in.Security
+		if sec.SignatureValue, err = f(sec.SignatureValue); err != nil {
 			return nil, fmt.Errorf("integration %s: %w", in.Identifier, err)
 		}
+		sec.Secrets = make([]string, len(in.Security.Secrets))
+		for i, v := range in.Security.Secrets {
+			if sec.Secrets[i], err = f(v); err != nil {
+				return nil, fmt.Errorf("integration %s: %w", in.Identifier, err)
+			}
+		}
+		out.Security = &sec
 	}
-	out.Security = &sec
+	if in.Credentials != nil {
+		out.Credentials = make(map[string]string, len(in.Credentials))
+		for name, v := range in.Credentials {
+			if out.Credentials[name], err = f(v); err != nil {
+				return nil, fmt.Errorf("integration %s: credential %s: %w", in.Identifier, name, err)
+			}
+		}
+	}
 	return &out, nil
 }

@@ -29,6 +29,17 @@ var (
 		StartToCloseTimeout: 10 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
 	}
+	// Hydration retries 5xx, 429 and timeouts for about four minutes, then fails the delivery
+	// (replayable); 4xx and refused targets fail at once (non-retryable errors).
+	hydrateOptions = workflow.ActivityOptions{
+		StartToCloseTimeout: 90 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    30 * time.Second,
+			MaximumAttempts:    10,
+		},
+	}
 	storeOptions = workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
@@ -40,7 +51,7 @@ var (
 	}
 )
 
-// IngestWorkflow runs one delivery: Verify, Map, Validate, Upsert, then Audit (which also
+// IngestWorkflow runs one delivery: Verify, Hydrate (when configured), Map, Validate, Upsert, then Audit (which also
 // records the delivery's outcome) and Finish.
 func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResult, error) {
 	var a *activities.Activities
@@ -83,13 +94,23 @@ func process(ctx workflow.Context, d intake.Delivery, ref activities.Ref, result
 	lctx := workflow.WithLocalActivityOptions(ctx, localOptions)
 
 	// step 1, verify the signature over the exact bytes about to be mapped
-	if err := workflow.ExecuteLocalActivity(lctx, a.Verify, d).Get(ctx, nil); err != nil {
+	var verified activities.VerifyResult
+	if err := workflow.ExecuteLocalActivity(lctx, a.Verify, d).Get(ctx, &verified); err != nil {
 		return err
+	}
+
+	// step 1b, hydrate: a thin notification becomes the full record (fetched, retried on 5xx)
+	in := activities.MapInput{Delivery: d}
+	if verified.Hydrate {
+		hctx := workflow.WithActivityOptions(ctx, hydrateOptions)
+		if err := workflow.ExecuteActivity(hctx, a.Hydrate, d).Get(ctx, &in.Hydrated); err != nil {
+			return err
+		}
 	}
 
 	// step 2, filter and map with JQ
 	var mapped activities.MapResult
-	if err := workflow.ExecuteLocalActivity(lctx, a.Map, d).Get(ctx, &mapped); err != nil {
+	if err := workflow.ExecuteLocalActivity(lctx, a.Map, in).Get(ctx, &mapped); err != nil {
 		return err
 	}
 	result.Mappings, result.Entities = mapped.Mappings, mapped.Entities
@@ -110,8 +131,8 @@ func process(ctx workflow.Context, d intake.Delivery, ref activities.Ref, result
 		return nil
 	}
 	actx := workflow.WithActivityOptions(ctx, storeOptions)
-	in := activities.UpsertInput{Ref: ref, Changes: result.Entities}
-	return workflow.ExecuteActivity(actx, a.Upsert, in).Get(ctx, &result.Entities)
+	up := activities.UpsertInput{Ref: ref, Changes: result.Entities}
+	return workflow.ExecuteActivity(actx, a.Upsert, up).Get(ctx, &result.Entities)
 }
 
 func anyPending(changes []intake.EntityChange) bool {

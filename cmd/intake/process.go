@@ -50,7 +50,10 @@ type process struct {
 // reports ready once its caller marks it configured (dev: after loading the examples).
 func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI, temporalAddr, adminToken string) (*process, error) {
 	p := &process{cfg: cfg, log: log}
-	var err error
+	allow, err := activities.ParseAllow(cfg.HydrationAllow)
+	if err != nil {
+		return nil, fmt.Errorf("INTAKE_HYDRATION_ALLOW: %w", err)
+	}
 	if p.store, err = store.Open(ctx, mongoURI, cfg.MongoDatabase, store.SecretKey(cfg.SecretKey)); err != nil {
 		return nil, err
 	}
@@ -75,14 +78,14 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{WorkerStopTimeout: 3 * time.Second})
 		p.worker.RegisterWorkflow(workflows.IngestWorkflow)
 		p.worker.RegisterWorkflow(workflows.BulkReplayWorkflow)
-		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log})
+		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log, HydrationAllow: allow})
 		if err := p.worker.Start(); err != nil {
 			return nil, fmt.Errorf("start worker: %w", err)
 		}
 	}
 	starter := &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue}
 	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready,
-		Starter: starter, TemporalUI: cfg.TemporalUIURL, Namespace: cfg.TemporalNamespace}
+		Starter: starter, TemporalUI: cfg.TemporalUIURL, Namespace: cfg.TemporalNamespace, HydrationAllow: allow}
 	var receiver *webhook.Receiver
 	if cfg.hasRole("receiver") {
 		receiver = &webhook.Receiver{

@@ -31,6 +31,7 @@ type settings struct {
 	Kafka             string
 	KafkaAddr         string
 	PubSubProject     string
+	HydrationAllow    string
 }
 
 // bind declares the flags, with defaults taken from the environment.
@@ -59,6 +60,7 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.KafkaGroup, "kafka-group", "INTAKE_KAFKA_GROUP", "intake", "consumer group of kafka integrations that name none")
 	str(&s.Kafka, "kafka", "INTAKE_KAFKA", "", `dev: "embedded" runs an in-process Kafka-protocol broker`)
 	str(&s.PubSubProject, "pubsub-project", "INTAKE_PUBSUB_PROJECT", "", "GCP project of pubsub subscriptions; unset: no Pub/Sub listener (PUBSUB_EMULATOR_HOST for the emulator)")
+	str(&s.HydrationAllow, "hydration-allow", "INTAKE_HYDRATION_ALLOW", "", "comma-separated IPs, CIDRs or host names hydration may fetch although private, loopback or link-local")
 	str(&s.KafkaAddr, "kafka-addr", "INTAKE_KAFKA_ADDR", "127.0.0.1:9092", "dev: embedded Kafka broker address")
 	maxBody, _ := strconv.ParseInt(envOr("INTAKE_MAX_BODY_BYTES", "1048576"), 10, 64)
 	fs.Int64Var(&s.MaxBody, "max-body-bytes", maxBody, "webhook body limit ($INTAKE_MAX_BODY_BYTES)")

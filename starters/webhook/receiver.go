@@ -16,6 +16,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/oklog/ulid/v2"
+	"go.temporal.io/sdk/temporal"
 	"golang.org/x/time/rate"
 
 	"intake"
@@ -31,6 +32,7 @@ const DefaultMaxBody = 1 << 20
 type Recorder interface {
 	InsertAudit(ctx context.Context, entries []intake.AuditEntry) error
 	RecordAccepted(ctx context.Context, d intake.Delivery, workflowID, runID string) error
+	GetEntity(ctx context.Context, template, identifier string) (*intake.Entity, error)
 }
 
 // Observer is told about outcomes for metrics; nil is allowed.
@@ -61,6 +63,8 @@ type limiter struct {
 // Register mounts the receiver.
 func (r *Receiver) Register(g gin.IRoutes) {
 	g.POST("/webhooks/:integration", r.receive)
+	// Path segments after the integration reach JQ as $meta.path (seed 004's issue/{key}/close).
+	g.POST("/webhooks/:integration/*path", r.receive)
 }
 
 func (r *Receiver) receive(c *gin.Context) {
@@ -110,10 +114,12 @@ func (r *Receiver) receive(c *gin.Context) {
 		r.refuse(c, in.Identifier, received, err)
 		return
 	}
-	var payload any
-	if err := json.Unmarshal(body, &payload); err != nil {
-		Abort(c, http.StatusBadRequest, "invalid_json", "body is not JSON: "+err.Error(), nil)
-		return
+	var payload any = map[string]any{}
+	if len(body) > 0 || !in.AllowEmptyBody {
+		if err := json.Unmarshal(body, &payload); err != nil {
+			Abort(c, http.StatusBadRequest, "invalid_json", "body is not JSON: "+err.Error(), nil)
+			return
+		}
 	}
 	d := intake.Delivery{
 		Integration: in.Identifier,
@@ -123,6 +129,9 @@ func (r *Receiver) receive(c *gin.Context) {
 		Meta:        map[string]any{},
 		ReceivedAt:  received,
 		Verified:    true,
+	}
+	if rest := strings.Trim(c.Param("path"), "/"); rest != "" {
+		d.Meta["path"] = rest
 	}
 	d.Key = r.requestKey(c.Request.Context(), p, payload, d)
 	started, err := r.Starter.Start(c.Request.Context(), &d)
@@ -146,7 +155,59 @@ func (r *Receiver) receive(c *gin.Context) {
 	}
 	r.Log.Info("delivery accepted", "integration", in.Identifier, "delivery_id", started.DeliveryID,
 		"workflow_id", started.WorkflowID, "run_id", started.RunID, "duplicate", started.Duplicate)
+	if p.SyncTimeout > 0 {
+		r.answerSync(c, started, p.SyncTimeout)
+		return
+	}
 	c.PureJSON(http.StatusAccepted, started)
+}
+
+// SyncAnswer is the 200 of an integration with "response": {"mode": "sync"}: the delivery's
+// outcome, what happened to each entity, and the entities as stored now.
+type SyncAnswer struct {
+	starters.Started
+	Outcome  string                `json:"outcome"`
+	Results  []intake.EntityChange `json:"results"`
+	Entities []intake.Entity       `json:"entities"`
+}
+
+// answerSync waits for the delivery's workflow: 200 with the entities, 422 with the error when
+// processing failed, or the usual 202 when the wait runs out (the work still finishes).
+func (r *Receiver) answerSync(c *gin.Context, started starters.Started, timeout time.Duration) {
+	res, done, err := r.Starter.Wait(c.Request.Context(), started.WorkflowID, started.RunID, timeout)
+	if !done {
+		c.PureJSON(http.StatusAccepted, started)
+		return
+	}
+	if err != nil {
+		details := gin.H{"delivery_id": started.DeliveryID, "workflow_id": started.WorkflowID, "run_id": started.RunID}
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			details["type"] = appErr.Type()
+			if res != nil {
+				details["results"] = res.Entities
+			}
+			Abort(c, http.StatusUnprocessableEntity, "delivery_failed", appErr.Message(), details)
+			return
+		}
+		r.Log.Warn("waiting for a sync delivery failed", "workflow_id", started.WorkflowID, "err", err)
+		c.PureJSON(http.StatusAccepted, started)
+		return
+	}
+	ans := SyncAnswer{Started: started, Outcome: res.Outcome, Results: res.Entities, Entities: []intake.Entity{}}
+	if ans.Results == nil {
+		ans.Results = []intake.EntityChange{}
+	}
+	for _, ch := range res.Entities {
+		if ch.Failed() || ch.Operation == intake.OperationDelete {
+			continue
+		}
+		e, err := r.Store.GetEntity(c.Request.Context(), ch.Template, ch.Identifier)
+		if err == nil {
+			ans.Entities = append(ans.Entities, *e)
+		}
+	}
+	c.PureJSON(http.StatusOK, ans)
 }
 
 // requestKey is the request_identifier's value when it yields one, else a fresh ULID.
