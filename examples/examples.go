@@ -45,8 +45,8 @@ type Expectation struct {
 	HTTPStatus int              `json:"http_status,omitempty"`
 	Message    string           `json:"message,omitempty"`
 	Entities   []ExpectedEntity `json:"entities"`
-	Absent   []ExpectedEntity `json:"absent"`
-	Audit    []ExpectedAudit  `json:"audit"`
+	Absent     []ExpectedEntity `json:"absent"`
+	Audit      []ExpectedAudit  `json:"audit"`
 }
 
 // ExpectedEntity lists the fields a stored entity must have (others are not compared).
