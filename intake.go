@@ -49,11 +49,13 @@ type Integration struct {
 	Hydration json.RawMessage `json:"hydration,omitempty"`
 	// Credentials are named secrets for hydration headers ("secret:NAME"); encrypted at rest,
 	// masked in the API, never in workflow input.
-	Credentials    map[string]string `json:"credentials,omitempty"`
-	Response       *Response         `json:"response,omitempty"`
-	AllowEmptyBody bool              `json:"allow_empty_body,omitempty"`
-	RateLimit      *RateLimit        `json:"rate_limit,omitempty"`
-	Mappings       []Mapping         `json:"mappings"`
+	Credentials map[string]string `json:"credentials,omitempty"`
+	Response    *Response         `json:"response,omitempty"`
+	// RedactHeaders names headers masked in deliveries besides the default credential list.
+	RedactHeaders  []string   `json:"redact_headers,omitempty"`
+	AllowEmptyBody bool       `json:"allow_empty_body,omitempty"`
+	RateLimit      *RateLimit `json:"rate_limit,omitempty"`
+	Mappings       []Mapping  `json:"mappings"`
 }
 
 // Response says how the receiver answers a webhook: "async" (202 at once, the default) or

@@ -1,3 +1,6 @@
+// Package activities holds the steps of the IngestWorkflow, one file per step. Pure steps
+// (Verify, Map, Validate) run as local activities; steps that touch the network (Hydrate,
+// Upsert, Audit) are regular activities with retry policies.
 package activities
 
 import (

@@ -49,7 +49,7 @@ func (a *Activities) HydrateWith(ctx context.Context, p *mappings.Program, d int
 	if err != nil {
 		return nil, err
 	}
-	plan, err := p.Hydration.Plan(ctx, notification, EnvOf(d))
+	plan, err := p.Hydration.Plan(ctx, notification, mappings.EnvOf(d))
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError("hydration: "+err.Error(), intake.ErrHydration, nil)
 	}

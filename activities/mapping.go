@@ -3,7 +3,6 @@ package activities
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -40,7 +39,7 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 	if err != nil {
 		return nil, err
 	}
-	env := EnvOf(in.Delivery)
+	env := mappings.EnvOf(in.Delivery)
 	if h := in.Hydrated; h != nil && h.Operation != "" && p.Hydration != nil {
 		var doc any
 		if len(h.Document) > 0 {
@@ -53,18 +52,4 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 	}
 	outcomes, changes := p.Map(ctx, payload, env, a.Catalog.Templates())
 	return &MapResult{Mappings: outcomes, Entities: changes}, nil
-}
-
-// EnvOf builds the $headers and $meta every expression sees.
-func EnvOf(d intake.Delivery) mappings.Env {
-	meta := map[string]any{
-		"integration": d.Integration,
-		"origin":      d.Origin,
-		"delivery_id": d.ID,
-		"received_at": d.ReceivedAt.UTC().Format(time.RFC3339Nano),
-	}
-	for k, v := range d.Meta {
-		meta[k] = v
-	}
-	return mappings.Env{Headers: d.Headers, Meta: meta}
 }

@@ -77,6 +77,20 @@ func compileExpr(field, src string, errs *ConfigError) *Expr {
 	return &Expr{Field: field, code: code}
 }
 
+// EnvOf builds the $headers and $meta every expression sees.
+func EnvOf(d intake.Delivery) Env {
+	meta := map[string]any{
+		"integration": d.Integration,
+		"origin":      d.Origin,
+		"delivery_id": d.ID,
+		"received_at": d.ReceivedAt.UTC().Format(time.RFC3339Nano),
+	}
+	for k, v := range d.Meta {
+		meta[k] = v
+	}
+	return Env{Headers: d.Headers, Meta: meta}
+}
+
 // Env is what an expression runs against.
 type Env struct {
 	Headers      map[string]string

@@ -20,8 +20,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"intake"
-	"intake/activities"
 	"intake/mappings"
+	"intake/signature"
 	"intake/starters"
 )
 
@@ -109,7 +109,7 @@ func (r *Receiver) receive(c *gin.Context) {
 	}
 	received := time.Now().UTC()
 	headers := Headers(c.Request.Header)
-	credential, err := activities.VerifySignature(in.Security, headers, body, received)
+	credential, err := signature.Verify(in.Security, headers, body, received)
 	if err != nil {
 		r.refuse(c, in.Identifier, received, err)
 		return
@@ -125,7 +125,7 @@ func (r *Receiver) receive(c *gin.Context) {
 		Integration: in.Identifier,
 		Origin:      intake.OriginWebhook,
 		Body:        body,
-		Headers:     activities.RedactHeaders(in.Security, headers, credential),
+		Headers:     signature.Redact(in.Security, in.RedactHeaders, headers, credential),
 		Meta:        map[string]any{},
 		ReceivedAt:  received,
 		Verified:    true,
@@ -213,7 +213,7 @@ func (r *Receiver) answerSync(c *gin.Context, started starters.Started, timeout 
 // requestKey is the request_identifier's value when it yields one, else a fresh ULID.
 func (r *Receiver) requestKey(ctx context.Context, p *mappings.Program, payload any, d intake.Delivery) string {
 	if p.RequestIdentifier != nil {
-		vals, err := p.RequestIdentifier.Run(ctx, payload, activities.EnvOf(d))
+		vals, err := p.RequestIdentifier.Run(ctx, payload, mappings.EnvOf(d))
 		if err != nil {
 			r.Log.Warn("request_identifier failed; using a fresh key", "integration", d.Integration, "err", err)
 		}

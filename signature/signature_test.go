@@ -1,4 +1,4 @@
-package activities_test
+package signature_test
 
 import (
 	"crypto/hmac"
@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"intake"
-	"intake/activities"
+	"intake/signature"
 )
 
 // GitHub's published example (docs: "Validating webhook deliveries").
@@ -69,7 +69,7 @@ func TestVerifySignature(t *testing.T) {
 			if tt.header != "" {
 				headers[strings.ToLower(tt.sec.SignatureHeaderName)] = tt.header
 			}
-			credential, err := activities.VerifySignature(&tt.sec, headers, []byte(tt.body), time.Now())
+			credential, err := signature.Verify(&tt.sec, headers, []byte(tt.body), time.Now())
 			if tt.wantErr != "" {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), "signature")
@@ -90,24 +90,14 @@ func TestVerifySignature(t *testing.T) {
 func TestRedactHeaders(t *testing.T) {
 	sec := &intake.Security{SignatureHeaderName: "X-Token", SignatureValue: "s3cret", Scheme: "static"}
 	in := map[string]string{"x-token": "s3cret", "authorization": "Bearer abc", "cookie": "a=b", "x-other": "keep"}
-	out := activities.RedactHeaders(sec, in, true)
+	out := signature.Redact(sec, nil, in, true)
 	assert.Equal(t, intake.Masked, out["x-token"])
 	assert.Equal(t, intake.Masked, out["authorization"])
 	assert.Equal(t, intake.Masked, out["cookie"])
 	assert.Equal(t, "keep", out["x-other"])
 	assert.Equal(t, "s3cret", in["x-token"], "the input map is not modified")
-	hm := activities.RedactHeaders(sec, map[string]string{"x-token": "sha256=abcd"}, false)
+	hm := signature.Redact(sec, nil, map[string]string{"x-token": "sha256=abcd"}, false)
 	assert.Equal(t, "sha256=abcd", hm["x-token"], "an HMAC digest is not a secret and stays for re-verification")
-}
-
-func TestAuditIDsAreDeterministicPerRun(t *testing.T) {
-	a := activities.AuditID("wf", "run1", 0, 1)
-	assert.Equal(t, a, activities.AuditID("wf", "run1", 0, 1))
-	assert.NotEqual(t, a, activities.AuditID("wf", "run2", 0, 1))
-	assert.NotEqual(t, a, activities.AuditID("wf", "run1", 1, 0))
-	assert.Len(t, a, 32)
-	_, err := hex.DecodeString(a)
-	assert.NoError(t, err)
 }
 
 // The Standard Webhooks published test vector (standard-webhooks/standard-webhooks libraries).
@@ -148,7 +138,7 @@ func TestStandardWebhooks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cred, err := activities.VerifySignature(&tt.sec, tt.headers, []byte(swPayload), tt.at)
+			cred, err := signature.Verify(&tt.sec, tt.headers, []byte(swPayload), tt.at)
 			assert.False(t, cred, "an HMAC is not a credential")
 			if tt.wantErr == "" {
 				assert.NoError(t, err)
@@ -176,7 +166,7 @@ func TestBasic(t *testing.T) {
 		"bearer instead": {map[string]string{"authorization": "Bearer x"}, "signature header Authorization is not Basic credentials"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			cred, err := activities.VerifySignature(sec, tc.headers, []byte(`{}`), time.Now())
+			cred, err := signature.Verify(sec, tc.headers, []byte(`{}`), time.Now())
 			if tc.wantErr == "" {
 				require.NoError(t, err)
 				assert.True(t, cred, "basic credentials are redacted and the verdict trusted")
@@ -187,4 +177,41 @@ func TestBasic(t *testing.T) {
 			assert.NotContains(t, err.Error(), "pass")
 		})
 	}
+}
+
+func TestRedactDefaultsAndExtraNames(t *testing.T) {
+	in := map[string]string{"x-api-key": "k1", "set-cookie": "s=1", "x-vault-token": "v", "x-custom-secret": "c", "x-request-id": "r"}
+	out := signature.Redact(nil, []string{"X-Custom-Secret"}, in, false)
+	for _, k := range []string{"x-api-key", "set-cookie", "x-vault-token", "x-custom-secret"} {
+		assert.Equal(t, intake.Masked, out[k], k)
+	}
+	assert.Equal(t, "r", out["x-request-id"])
+}
+
+// FuzzVerify: any headers and body give a verdict without panicking, a refusal never carries a
+// secret, and a body signed with the secret is always accepted.
+func FuzzVerify(f *testing.F) {
+	f.Add("sha256=abc", "It's a Secret to Everybody", []byte("Hello, World!"), "auto")
+	f.Add("", "k", []byte("{}"), "hmac-sha1")
+	f.Add("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "v1,bad", []byte(`{"a":1}`), "standard-webhooks")
+	f.Add("Basic dTpw", "u:p", []byte(""), "basic")
+	f.Fuzz(func(t *testing.T, header, secret string, body []byte, scheme string) {
+		if secret == "" || strings.ContainsAny(secret, "\x00") {
+			return
+		}
+		sec := &intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: secret, Scheme: scheme}
+		headers := map[string]string{"x-sig": header, "authorization": header, "webhook-id": header,
+			"webhook-timestamp": header, "webhook-signature": header}
+		_, err := signature.Verify(sec, headers, body, time.Now())
+		if err != nil && len(secret) >= 24 { // long enough not to occur in the fixed wording by chance
+			assert.NotContains(t, err.Error(), secret)
+		}
+		if scheme == "hmac-sha256" {
+			m := hmac.New(sha256.New, []byte(secret))
+			m.Write(body)
+			headers["x-sig"] = "sha256=" + hex.EncodeToString(m.Sum(nil))
+			_, err := signature.Verify(sec, headers, body, time.Now())
+			assert.NoError(t, err)
+		}
+	})
 }
