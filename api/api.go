@@ -3,15 +3,18 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -80,7 +83,10 @@ func (s *Server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 3*time.Second)
 	defer cancel()
 	if err := s.Ready(ctx); err != nil {
-		webhook.Abort(c, http.StatusServiceUnavailable, "not_ready", err.Error(), nil)
+		// The reason names the part that is not ready; the underlying error (addresses, driver
+		// text) goes to the log only.
+		s.Log.Debug("not ready", "err", err)
+		webhook.Abort(c, http.StatusServiceUnavailable, "not_ready", publicReason(err), nil)
 		return
 	}
 	c.PureJSON(http.StatusOK, gin.H{"status": "ready", "config_version": s.Catalog.Version()})
@@ -104,17 +110,50 @@ func (s *Server) storeError(c *gin.Context, what string, err error) {
 		webhook.Abort(c, http.StatusBadRequest, "invalid_cursor", "cursor is not one this API gave", nil)
 	default:
 		s.Log.Error("store request failed", "what", what, "err", err)
-		webhook.Abort(c, http.StatusServiceUnavailable, "store_unavailable", "the store did not answer: "+err.Error(), nil)
+		webhook.Abort(c, http.StatusServiceUnavailable, "store_unavailable", "the store did not answer; try again later", nil)
 	}
 }
 
+// decodeBody reads a JSON object (a PUT of null or of an array creates nothing).
 func decodeBody(c *gin.Context, v any) bool {
-	d := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, 4<<20))
-	if err := d.Decode(v); err != nil {
+	raw, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, 4<<20))
+	if err != nil {
+		webhook.Abort(c, http.StatusBadRequest, "invalid_json", "body could not be read (at most 4 MiB)", nil)
+		return false
+	}
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+		webhook.Abort(c, http.StatusBadRequest, "invalid_json", "body must be a JSON object", nil)
+		return false
+	}
+	if !utf8.Valid(raw) {
+		webhook.Abort(c, http.StatusBadRequest, "invalid_json", "body is not valid UTF-8", nil)
+		return false
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
 		webhook.Abort(c, http.StatusBadRequest, "invalid_json", "body is not valid JSON for this resource: "+err.Error(), nil)
 		return false
 	}
 	return true
+}
+
+// PublicError is an error whose message may be shown to anyone (readiness reasons).
+type PublicError struct {
+	Reason string
+	Err    error
+}
+
+func (e *PublicError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *PublicError) Unwrap() error { return e.Err }
+
+func publicReason(err error) string {
+	var pe *PublicError
+	if errors.As(err, &pe) {
+		return pe.Reason
+	}
+	if err.Error() != "" && !strings.Contains(err.Error(), ":") {
+		return err.Error() // a plain reason such as "loading examples"
+	}
+	return "not ready"
 }
 
 // refresh makes this process use a write at once (read-your-writes); others poll.

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -110,9 +112,22 @@ func (s *Server) bulkReplay(c *gin.Context) {
 	c.PureJSON(http.StatusAccepted, gin.H{"replay_id": started.WorkflowID, "workflow_id": started.WorkflowID, "run_id": started.RunID})
 }
 
+// isReplayID keeps the replay endpoints to bulk replays (never an ingest workflow).
+func (s *Server) isReplayID(c *gin.Context, id string) bool {
+	if !strings.HasPrefix(id, starters.BulkReplayPrefix) {
+		webhook.Abort(c, http.StatusNotFound, "not_found", "replay "+id+" not found (replay IDs start with "+starters.BulkReplayPrefix+")", nil)
+		return false
+	}
+	return true
+}
+
 func (s *Server) getReplay(c *gin.Context) {
 	id := c.Param("id")
-	ctx := c.Request.Context()
+	if !s.isReplayID(c, id) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	defer cancel()
 	desc, err := s.Starter.Client.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
 		s.replayError(c, id, err)
@@ -130,6 +145,9 @@ func (s *Server) getReplay(c *gin.Context) {
 
 func (s *Server) cancelReplay(c *gin.Context) {
 	id := c.Param("id")
+	if !s.isReplayID(c, id) {
+		return
+	}
 	if err := s.Starter.Client.CancelWorkflow(c.Request.Context(), id, ""); err != nil {
 		s.replayError(c, id, err)
 		return
@@ -153,5 +171,5 @@ func (s *Server) unavailable(c *gin.Context, err error) {
 	if !errors.Is(err, starters.ErrUnavailable) {
 		code = "temporal_error"
 	}
-	webhook.Abort(c, http.StatusServiceUnavailable, code, err.Error(), nil)
+	webhook.Abort(c, http.StatusServiceUnavailable, code, "Temporal did not answer; try again later", nil)
 }

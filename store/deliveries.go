@@ -141,6 +141,9 @@ func (s *Store) ListDeliveries(ctx context.Context, f intake.DeliveryFilter) ([]
 	return out, next, nil
 }
 
+// PageBytes bounds the documents one list page holds.
+const PageBytes = 8 << 20
+
 // listNewestFirst runs a list query sorted by (timeField, _id) descending, with an optional time
 // range and cursor; key tells an item's sort key. next is "" on the last page.
 func listNewestFirst[T any](ctx context.Context, s *Store, col string, filter bson.D, timeField string,
@@ -174,14 +177,29 @@ func listNewestFirst[T any](ctx context.Context, s *Store, col string, filter bs
 	if err != nil {
 		return nil, "", fmt.Errorf("list %s: %w", col, err)
 	}
+	defer cur.Close(ctx)
+	// A page stops at limit items or at about PageBytes of documents, whichever comes first, so
+	// limit=1000 over large bodies cannot load a gigabyte; the cursor goes on from there.
 	var out []T
-	if err := cur.All(ctx, &out); err != nil {
+	size, more := 0, false
+	for cur.Next(ctx) {
+		if len(out) == limit || size >= PageBytes {
+			more = true
+			break
+		}
+		var v T
+		if err := cur.Decode(&v); err != nil {
+			return nil, "", fmt.Errorf("list %s: %w", col, err)
+		}
+		out = append(out, v)
+		size += len(cur.Current)
+	}
+	if err := cur.Err(); err != nil {
 		return nil, "", fmt.Errorf("list %s: %w", col, err)
 	}
-	if len(out) <= limit {
+	if !more {
 		return out, "", nil
 	}
-	out = out[:limit]
-	t, id := key(&out[limit-1])
+	t, id := key(&out[len(out)-1])
 	return out, encodeCursor(t.UTC().Format(time.RFC3339Nano), id), nil
 }

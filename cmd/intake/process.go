@@ -116,7 +116,10 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
 	p.httpURL = "http://" + ln.Addr().String()
-	p.http = &http.Server{Handler: api.Router(p.api, receiver), ReadHeaderTimeout: 10 * time.Second}
+	// Bounded reads and writes: a slow client cannot hold a connection; a sync answer waits at
+	// most 30 s, well inside the write timeout.
+	p.http = &http.Server{Handler: api.Router(p.api, receiver), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		if err := p.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
@@ -134,10 +137,10 @@ func (p *process) ready(ctx context.Context) error {
 		return errors.New("configuration not loaded")
 	}
 	if err := p.store.Ping(ctx); err != nil {
-		return err
+		return &api.PublicError{Reason: "the store is not reachable", Err: err}
 	}
 	if _, err := p.client.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
-		return fmt.Errorf("temporal: %w", err)
+		return &api.PublicError{Reason: "Temporal is not reachable", Err: err}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/oklog/ulid/v2"
@@ -76,7 +77,11 @@ func (r *Receiver) receive(c *gin.Context) {
 		return
 	}
 	if err != nil {
-		Abort(c, http.StatusInternalServerError, "integration_invalid", err.Error(), nil)
+		// A stored integration that does not compile (or decrypt): the operator must fix it; the
+		// sender retries meanwhile, so nothing is lost. The reason is logged, not shown.
+		r.Log.Error("integration cannot take deliveries", "integration", id, "err", err)
+		c.Header("Retry-After", "30")
+		Abort(c, http.StatusServiceUnavailable, "integration_unavailable", "integration "+id+" cannot take deliveries now; retry later", nil)
 		return
 	}
 	in := &p.Integration
@@ -112,6 +117,12 @@ func (r *Receiver) receive(c *gin.Context) {
 	credential, err := signature.Verify(in.Security, headers, body, received)
 	if err != nil {
 		r.refuse(c, in.Identifier, received, err)
+		return
+	}
+	if !utf8.Valid(body) {
+		// RFC 8259: JSON exchanged between systems must be UTF-8; decoding would silently
+		// replace the bad bytes.
+		Abort(c, http.StatusBadRequest, "invalid_json", "body is not valid UTF-8", nil)
 		return
 	}
 	var payload any = map[string]any{}
