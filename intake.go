@@ -3,7 +3,9 @@
 package intake
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"time"
 )
@@ -349,7 +351,11 @@ type DeliveryRecord struct {
 	Key         string            `json:"delivery_key"`
 	Origin      string            `json:"origin"`
 	Status      string            `json:"status"`
-	Body        json.RawMessage   `json:"body"`
+	// Body is the body as received: JSON as JSON, UTF-8 text as a JSON string ("text"),
+	// anything else as a base64 JSON string ("base64"); RawBody gives back the exact bytes.
+	Body         json.RawMessage `json:"body"`
+	BodyEncoding string          `json:"body_encoding"`
+	ContentType  string          `json:"content_type,omitempty"`
 	Headers     map[string]string `json:"headers"`
 	Meta        map[string]any    `json:"meta,omitempty"`
 	ReceivedAt  time.Time         `json:"received_at"`
@@ -361,6 +367,29 @@ type DeliveryRecord struct {
 	Mappings    []MappingOutcome  `json:"mappings,omitempty"`
 	Entities    []EntityChange    `json:"entities,omitempty"`
 	Replays     []ReplayRun       `json:"replays,omitempty"`
+}
+
+// Body encodings of a delivery record.
+const (
+	BodyJSON   = "json"
+	BodyText   = "text"
+	BodyBase64 = "base64"
+)
+
+// RawBody returns the exact bytes that were received.
+func (r *DeliveryRecord) RawBody() ([]byte, error) {
+	switch r.BodyEncoding {
+	case BodyText, BodyBase64:
+		var s string
+		if err := json.Unmarshal(r.Body, &s); err != nil {
+			return nil, fmt.Errorf("delivery %s: %s body: %w", r.ID, r.BodyEncoding, err)
+		}
+		if r.BodyEncoding == BodyText {
+			return []byte(s), nil
+		}
+		return base64.StdEncoding.DecodeString(s)
+	}
+	return r.Body, nil
 }
 
 // Failure is a typed error as operators see it.

@@ -28,9 +28,13 @@ func (a *Activities) ListReplayable(ctx context.Context, f intake.DeliveryFilter
 
 // ReplayOf builds the input of a replay of a stored delivery.
 func ReplayOf(r *intake.DeliveryRecord) intake.Delivery {
+	body, err := r.RawBody()
+	if err != nil {
+		body = r.Body // the record is damaged; its JSON form is the best there is
+	}
 	return intake.Delivery{
 		ID: r.ID, Integration: r.Integration, Key: r.Key, Origin: intake.OriginReplay,
-		Body: r.Body, Headers: r.Headers, Meta: r.Meta, ReceivedAt: r.ReceivedAt,
+		Body: body, Headers: r.Headers, Meta: r.Meta, ReceivedAt: r.ReceivedAt,
 		Verified: true, ReplayOf: r.ID,
 	}
 }

@@ -2,10 +2,12 @@ package store
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -22,6 +24,8 @@ type deliveryDoc struct {
 	Origin      string                  `bson:"origin"`
 	Status      string                  `bson:"status"`
 	Body        string                  `bson:"body"`
+	Encoding    string                  `bson:"body_encoding,omitempty"`
+	ContentType string                  `bson:"content_type,omitempty"`
 	Headers     map[string]string       `bson:"headers"`
 	Meta        map[string]any          `bson:"meta,omitempty"`
 	ReceivedAt  time.Time               `bson:"received_at"`
@@ -35,22 +39,47 @@ type deliveryDoc struct {
 }
 
 func (d *deliveryDoc) record() intake.DeliveryRecord {
+	enc := d.Encoding
+	if enc == "" {
+		enc = intake.BodyJSON // written before encodings existed: the receiver took JSON only
+	}
 	var body json.RawMessage
-	if d.Body != "" { // an empty body (allow_empty_body) is shown as null
+	switch {
+	case enc == intake.BodyJSON && json.Valid([]byte(d.Body)):
 		body = json.RawMessage(d.Body)
+	case enc == intake.BodyJSON: // never fail a list on one bad record
+		enc = intake.BodyText
+		fallthrough
+	default:
+		body, _ = json.Marshal(d.Body)
 	}
 	return intake.DeliveryRecord{
 		ID: d.ID, Integration: d.Integration, Key: d.Key, Origin: d.Origin, Status: d.Status,
-		Body: body, Headers: d.Headers, Meta: d.Meta, ReceivedAt: d.ReceivedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
+		Body: body, BodyEncoding: enc, ContentType: d.ContentType,
+		Headers: d.Headers, Meta: d.Meta, ReceivedAt: d.ReceivedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
 		WorkflowID: d.WorkflowID, RunID: d.RunID, Error: d.Error, Mappings: d.Mappings, Entities: d.Entities, Replays: d.Replays,
 	}
 }
 
+// encodeBody keeps any body: JSON as it is, UTF-8 text as text, other bytes as base64 (BSON
+// strings must be UTF-8).
+func encodeBody(b []byte) (string, string) {
+	switch {
+	case len(b) > 0 && json.Valid(b):
+		return string(b), intake.BodyJSON
+	case utf8.Valid(b):
+		return string(b), intake.BodyText
+	}
+	return base64.StdEncoding.EncodeToString(b), intake.BodyBase64
+}
+
 // insertFields are what a delivery record holds from its receipt on.
 func insertFields(d intake.Delivery) bson.D {
+	body, enc := encodeBody(d.Body)
 	return bson.D{
 		{Key: "integration", Value: d.Integration}, {Key: "key", Value: d.Key}, {Key: "origin", Value: d.Origin},
-		{Key: "body", Value: string(d.Body)}, {Key: "headers", Value: d.Headers}, {Key: "meta", Value: d.Meta},
+		{Key: "body", Value: body}, {Key: "body_encoding", Value: enc}, {Key: "content_type", Value: d.Headers["content-type"]},
+		{Key: "headers", Value: d.Headers}, {Key: "meta", Value: d.Meta},
 		{Key: "received_at", Value: d.ReceivedAt.UTC()},
 	}
 }
