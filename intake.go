@@ -346,27 +346,27 @@ const (
 // DeliveryRecord is a delivery as the store keeps it: enough to replay it after Temporal's
 // retention has passed, and what became of it.
 type DeliveryRecord struct {
-	ID          string            `json:"id"`
-	Integration string            `json:"integration"`
-	Key         string            `json:"delivery_key"`
-	Origin      string            `json:"origin"`
-	Status      string            `json:"status"`
+	ID          string `json:"id"`
+	Integration string `json:"integration"`
+	Key         string `json:"delivery_key"`
+	Origin      string `json:"origin"`
+	Status      string `json:"status"`
 	// Body is the body as received: JSON as JSON, UTF-8 text as a JSON string ("text"),
 	// anything else as a base64 JSON string ("base64"); RawBody gives back the exact bytes.
-	Body         json.RawMessage `json:"body"`
-	BodyEncoding string          `json:"body_encoding"`
-	ContentType  string          `json:"content_type,omitempty"`
-	Headers     map[string]string `json:"headers"`
-	Meta        map[string]any    `json:"meta,omitempty"`
-	ReceivedAt  time.Time         `json:"received_at"`
-	UpdatedAt   time.Time         `json:"updated_at"`
-	WorkflowID  string            `json:"workflow_id"`
-	RunID       string            `json:"run_id"`
-	WorkflowURL string            `json:"workflow_url,omitempty"`
-	Error       *Failure          `json:"error,omitempty"`
-	Mappings    []MappingOutcome  `json:"mappings,omitempty"`
-	Entities    []EntityChange    `json:"entities,omitempty"`
-	Replays     []ReplayRun       `json:"replays,omitempty"`
+	Body         json.RawMessage   `json:"body"`
+	BodyEncoding string            `json:"body_encoding"`
+	ContentType  string            `json:"content_type,omitempty"`
+	Headers      map[string]string `json:"headers"`
+	Meta         map[string]any    `json:"meta,omitempty"`
+	ReceivedAt   time.Time         `json:"received_at"`
+	UpdatedAt    time.Time         `json:"updated_at"`
+	WorkflowID   string            `json:"workflow_id"`
+	RunID        string            `json:"run_id"`
+	WorkflowURL  string            `json:"workflow_url,omitempty"`
+	Error        *Failure          `json:"error,omitempty"`
+	Mappings     []MappingOutcome  `json:"mappings,omitempty"`
+	Entities     []EntityChange    `json:"entities,omitempty"`
+	Replays      []ReplayRun       `json:"replays,omitempty"`
 }
 
 // Body encodings of a delivery record.
