@@ -61,13 +61,8 @@ func init() {
 // Webhook observes the receiver's outcomes.
 type Webhook struct{}
 
-// Accepted records an accepted delivery and its latency.
-func (Webhook) Accepted(integration string, duplicate bool, d time.Duration) {
-	dup := "false"
-	if duplicate {
-		dup = "true"
-	}
-	Accepted.WithLabelValues(integration, "WEBHOOK", dup).Inc()
+// Accepted records the latency of an accepted webhook (receipt to 202).
+func (Webhook) Accepted(integration string, d time.Duration) {
 	AcceptLatency.WithLabelValues(integration).Observe(d.Seconds())
 }
 
@@ -75,6 +70,3 @@ func (Webhook) Accepted(integration string, duplicate bool, d time.Duration) {
 func (Webhook) SignatureFailed(integration string) {
 	SignatureFailures.WithLabelValues(integration).Inc()
 }
-
-// StartFailed records a failed workflow start.
-func (Webhook) StartFailed(integration string) { StartFailures.WithLabelValues(integration).Inc() }

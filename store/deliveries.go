@@ -97,6 +97,18 @@ func (s *Store) RecordAccepted(ctx context.Context, d intake.Delivery, workflowI
 	return nil
 }
 
+// RecordRejected records a delivery that can never be processed (not JSON, too big, refused by
+// Temporal) as failed with its reason; it has no workflow. Idempotent.
+func (s *Store) RecordRejected(ctx context.Context, d intake.Delivery, f intake.Failure) error {
+	set := bson.D{{Key: "status", Value: intake.DeliveryFailed}, {Key: "error", Value: f}, {Key: "updated_at", Value: time.Now().UTC()}}
+	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
+		bson.D{{Key: "$set", Value: set}, {Key: "$setOnInsert", Value: insertFields(d)}}, options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("record rejected delivery %s: %w", d.ID, err)
+	}
+	return nil
+}
+
 // DeliveryOutcome is what a finished run says about its delivery.
 type DeliveryOutcome struct {
 	Status     string

@@ -86,23 +86,27 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	starter := &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue}
 	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready,
 		Starter: starter, TemporalUI: cfg.TemporalUIURL, Namespace: cfg.TemporalNamespace, HydrationAllow: allow}
+	// One accept path for every source; the receiver records each delivery at once.
+	accept := &starters.Acceptor{Starter: starter, Store: p.store, Log: log, MaxBody: cfg.MaxBody}
 	var receiver *webhook.Receiver
 	if cfg.hasRole("receiver") {
+		webhookAccept := *accept
+		webhookAccept.RecordAtOnce = true
 		receiver = &webhook.Receiver{
-			Catalog: p.catalog, Starter: starter,
+			Catalog: p.catalog, Accept: &webhookAccept,
 			Store: p.store, Log: log, MaxBody: cfg.MaxBody, Observe: metrics.Webhook{},
 		}
 	}
 	if cfg.hasRole("listeners") && cfg.KafkaBrokers != "" {
 		l := &kafka.Listener{
 			Brokers: strings.Split(cfg.KafkaBrokers, ","), DefaultGroup: cfg.KafkaGroup,
-			Catalog: p.catalog, Starter: starter, Log: log.With("component", "kafka"),
+			Catalog: p.catalog, Accept: accept, Log: log.With("component", "kafka"),
 		}
 		p.listeners.Add(1)
 		go func() { defer p.listeners.Done(); l.Run(bg) }()
 	}
 	if cfg.hasRole("listeners") && cfg.PubSubProject != "" {
-		l := &pubsub.Listener{Project: cfg.PubSubProject, Catalog: p.catalog, Starter: starter, Log: log.With("component", "pubsub")}
+		l := &pubsub.Listener{Project: cfg.PubSubProject, Catalog: p.catalog, Accept: accept, Log: log.With("component", "pubsub")}
 		p.listeners.Add(1)
 		go func() {
 			defer p.listeners.Done()

@@ -29,7 +29,7 @@ type Listener struct {
 	Brokers      []string
 	DefaultGroup string
 	Catalog      *mappings.Catalog
-	Starter      *starters.Starter
+	Accept       *starters.Acceptor
 	Log          *slog.Logger
 	// SyncEvery is how often the configuration is compared with the running consumers.
 	SyncEvery time.Duration
@@ -247,22 +247,19 @@ func (l *Listener) startAll(ctx context.Context, group string, batch []kafkago.M
 	return ok
 }
 
+// startWithRetry settles one record: started, or recorded as failed when it can never start (a
+// poison record never stalls its partition). Transient failures retry with backoff, forever: the
+// record is not committed until it is settled.
 func (l *Listener) startWithRetry(ctx context.Context, d intake.Delivery) bool {
-	backoff := 200 * time.Millisecond
-	for {
-		started, err := l.Starter.Start(ctx, &d)
-		if err == nil {
-			metrics.Accepted.WithLabelValues(d.Integration, intake.OriginKafka, strconv.FormatBool(started.Duplicate)).Inc()
+	for attempt := 0; ; attempt++ {
+		if _, err := l.Accept.Accept(ctx, &d); err == nil {
 			return true
+		} else {
+			l.Log.Warn("workflow start failed; retrying", "integration", d.Integration, "key", d.Key, "err", err, "attempt", attempt+1)
 		}
-		metrics.StartFailures.WithLabelValues(d.Integration).Inc()
-		l.Log.Warn("workflow start failed; retrying", "integration", d.Integration, "key", d.Key, "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
+		if !starters.Backoff(ctx, attempt) {
 			return false
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
@@ -277,7 +274,9 @@ func (l *Listener) route(group string, m kafkago.Message) []intake.Delivery {
 			headers[k] = string(h.Value)
 		}
 	}
-	key := m.Topic + "." + strconv.Itoa(m.Partition) + "." + strconv.FormatInt(m.Offset, 10)
+	// The record's timestamp is part of the key: after a topic is deleted and created again (or
+	// another cluster), a new record at a used offset is not a duplicate of the old one.
+	key := m.Topic + "." + strconv.Itoa(m.Partition) + "." + strconv.FormatInt(m.Offset, 10) + "." + strconv.FormatInt(m.Time.UnixMilli(), 10)
 	var out []intake.Delivery
 	for _, p := range l.Catalog.Programs() {
 		in := &p.Integration

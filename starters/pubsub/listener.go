@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +25,7 @@ import (
 type Listener struct {
 	Project string
 	Catalog *mappings.Catalog
-	Starter *starters.Starter
+	Accept  *starters.Acceptor
 	Log     *slog.Logger
 	// MaxOutstanding is the flow control: messages held (being started) at once per subscriber.
 	MaxOutstanding int
@@ -120,14 +119,13 @@ func (l *Listener) receive(ctx context.Context, integration, subscription string
 				Body: m.Data, Headers: headers, ReceivedAt: time.Now().UTC(),
 				Meta: map[string]any{"subscription": short, "message_id": m.ID, "publish_time": m.PublishTime.UTC().Format(time.RFC3339Nano)},
 			}
-			started, err := l.Starter.Start(ctx, &d)
-			if err != nil {
-				metrics.StartFailures.WithLabelValues(integration).Inc()
+			// Acked once settled: started, or recorded as failed when it can never start (so a
+			// poison message is not redelivered forever); nacked on a transient failure.
+			if _, err := l.Accept.Accept(ctx, &d); err != nil {
 				l.Log.Warn("workflow start failed; message nacked for redelivery", "integration", integration, "message_id", m.ID, "err", err)
 				m.Nack()
 				return
 			}
-			metrics.Accepted.WithLabelValues(integration, intake.OriginPubSub, strconv.FormatBool(started.Duplicate)).Inc()
 			m.Ack()
 		})
 		if err != nil && ctx.Err() == nil {

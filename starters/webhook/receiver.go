@@ -27,26 +27,24 @@ import (
 )
 
 // DefaultMaxBody is the body limit, well under Temporal's 2 MB payload limit.
-const DefaultMaxBody = 1 << 20
+const DefaultMaxBody = starters.DefaultMaxBody
 
-// Recorder keeps refused signatures and accepted deliveries (the store).
+// Recorder keeps refused signatures and reads entities for sync answers (the store).
 type Recorder interface {
 	InsertAudit(ctx context.Context, entries []intake.AuditEntry) error
-	RecordAccepted(ctx context.Context, d intake.Delivery, workflowID, runID string) error
 	GetEntity(ctx context.Context, template, identifier string) (*intake.Entity, error)
 }
 
 // Observer is told about outcomes for metrics; nil is allowed.
 type Observer interface {
-	Accepted(integration string, duplicate bool, d time.Duration)
+	Accepted(integration string, d time.Duration)
 	SignatureFailed(integration string)
-	StartFailed(integration string)
 }
 
 // Receiver serves webhook deliveries.
 type Receiver struct {
 	Catalog *mappings.Catalog
-	Starter *starters.Starter
+	Accept  *starters.Acceptor
 	Store   Recorder
 	Log     *slog.Logger
 	MaxBody int64
@@ -119,19 +117,6 @@ func (r *Receiver) receive(c *gin.Context) {
 		r.refuse(c, in.Identifier, received, err)
 		return
 	}
-	if !utf8.Valid(body) {
-		// RFC 8259: JSON exchanged between systems must be UTF-8; decoding would silently
-		// replace the bad bytes.
-		Abort(c, http.StatusBadRequest, "invalid_json", "body is not valid UTF-8", nil)
-		return
-	}
-	var payload any = map[string]any{}
-	if len(body) > 0 || !in.AllowEmptyBody {
-		if err := json.Unmarshal(body, &payload); err != nil {
-			Abort(c, http.StatusBadRequest, "invalid_json", "body is not JSON: "+err.Error(), nil)
-			return
-		}
-	}
 	d := intake.Delivery{
 		Integration: in.Identifier,
 		Origin:      intake.OriginWebhook,
@@ -144,25 +129,41 @@ func (r *Receiver) receive(c *gin.Context) {
 	if rest := strings.Trim(c.Param("path"), "/"); rest != "" {
 		d.Meta["path"] = rest
 	}
-	d.Key = r.requestKey(c.Request.Context(), p, payload, d)
-	started, err := r.Starter.Start(c.Request.Context(), &d)
-	if err != nil {
-		if r.Observe != nil {
-			r.Observe.StartFailed(in.Identifier)
+	var payload any = map[string]any{}
+	if len(body) > 0 || !in.AllowEmptyBody {
+		reason := ""
+		if !utf8.Valid(body) {
+			// RFC 8259: JSON exchanged between systems must be UTF-8; decoding would silently
+			// replace the bad bytes.
+			reason = "body is not valid UTF-8"
+		} else if err := json.Unmarshal(body, &payload); err != nil {
+			reason = "body is not JSON: " + err.Error()
 		}
+		if reason != "" {
+			// Authenticated but unusable: the sender learns why, the operator sees it too.
+			d.Key = strings.ToLower(ulid.Make().String())
+			if err := r.Accept.Reject(c.Request.Context(), &d, reason); err != nil {
+				r.Log.Warn("recording a rejected delivery failed", "integration", in.Identifier, "err", err)
+			}
+			Abort(c, http.StatusBadRequest, "invalid_json", reason, gin.H{"delivery_id": d.ID})
+			return
+		}
+	}
+	d.Key = r.requestKey(c.Request.Context(), p, payload, d)
+	acc, err := r.Accept.Accept(c.Request.Context(), &d)
+	if err != nil {
 		r.Log.Error("workflow start failed", "integration", in.Identifier, "err", err)
 		c.Header("Retry-After", "5")
 		Abort(c, http.StatusServiceUnavailable, "temporal_unavailable", "the delivery could not be accepted now; retry later", nil)
 		return
 	}
-	if !started.Duplicate {
-		// The workflow records the delivery too when it ends; this makes it visible at once.
-		if err := r.Store.RecordAccepted(c.Request.Context(), d, started.WorkflowID, started.RunID); err != nil {
-			r.Log.Warn("recording the accepted delivery failed; its workflow will", "delivery_id", d.ID, "err", err)
-		}
+	if acc.Rejected {
+		Abort(c, http.StatusBadRequest, "invalid_delivery", acc.Reason, gin.H{"delivery_id": acc.DeliveryID})
+		return
 	}
+	started := acc.Started
 	if r.Observe != nil {
-		r.Observe.Accepted(in.Identifier, started.Duplicate, time.Since(start))
+		r.Observe.Accepted(in.Identifier, time.Since(start))
 	}
 	r.Log.Info("delivery accepted", "integration", in.Identifier, "delivery_id", started.DeliveryID,
 		"workflow_id", started.WorkflowID, "run_id", started.RunID, "duplicate", started.Duplicate)
@@ -185,7 +186,7 @@ type SyncAnswer struct {
 // answerSync waits for the delivery's workflow: 200 with the entities, 422 with the error when
 // processing failed, or the usual 202 when the wait runs out (the work still finishes).
 func (r *Receiver) answerSync(c *gin.Context, started starters.Started, timeout time.Duration) {
-	res, done, err := r.Starter.Wait(c.Request.Context(), started.WorkflowID, started.RunID, timeout)
+	res, done, err := r.Accept.Starter.Wait(c.Request.Context(), started.WorkflowID, started.RunID, timeout)
 	if !done {
 		c.PureJSON(http.StatusAccepted, started)
 		return

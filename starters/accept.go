@@ -1,0 +1,174 @@
+package starters
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.temporal.io/api/serviceerror"
+
+	"intake"
+	"intake/metrics"
+)
+
+// Source is one transport of the accept path (webhook, Kafka, Pub/Sub): it turns what it receives
+// into Deliveries, hands each to Acceptor.Accept, and acknowledges (answers, commits, acks) only
+// once Accept has settled it: started, or recorded as a failed delivery. A transient error means
+// "not settled": the transport retries with backoff (or answers 503, or nacks) and never skips.
+// A fourth transport is one folder that implements Run.
+type Source interface {
+	Run(ctx context.Context)
+}
+
+// Recorder is what the accept path writes besides the workflow (the store).
+type Recorder interface {
+	InsertAudit(ctx context.Context, entries []intake.AuditEntry) error
+	RecordAccepted(ctx context.Context, d intake.Delivery, workflowID, runID string) error
+	RecordRejected(ctx context.Context, d intake.Delivery, f intake.Failure) error
+}
+
+// Acceptor is the one accept path of every source.
+type Acceptor struct {
+	Starter *Starter
+	Store   Recorder
+	Log     *slog.Logger
+	// MaxBody bounds a delivery's body (always under Temporal's 2 MB payload limit).
+	MaxBody int64
+	// RecordAtOnce records the delivery as accepted when its workflow starts (the webhook
+	// receiver: an operator sees it at once); streams leave it to the workflow's end, one store
+	// write fewer per record.
+	RecordAtOnce bool
+}
+
+// ErrInvalidDelivery types deliveries that can never start (not JSON, too big, a tombstone).
+const ErrInvalidDelivery = "InvalidDelivery"
+
+// Accepted says how a delivery was settled.
+type Accepted struct {
+	Started
+	// Rejected: the delivery can never start; it is recorded as failed with Reason.
+	Rejected bool   `json:"-"`
+	Reason   string `json:"-"`
+}
+
+// Accept settles a delivery: it lower-cases the header names, checks what can never start (the
+// body must be JSON of at most MaxBody bytes), and starts the workflow. A delivery that can never
+// start is recorded as failed with its reason, audited and counted, and reported as Rejected so
+// the transport moves on. The error is transient (Temporal or the store unreachable): retry.
+func (a *Acceptor) Accept(ctx context.Context, d *intake.Delivery) (Accepted, error) {
+	d.Headers = lowerHeaders(d.Headers)
+	Settle(d)
+	if reason := a.check(d); reason != "" {
+		return a.reject(ctx, d, reason)
+	}
+	started, err := a.Starter.Start(ctx, d)
+	var invalid *serviceerror.InvalidArgument
+	switch {
+	case errors.As(err, &invalid):
+		// Temporal refuses the start itself (input over its blob limit, a missing search
+		// attribute): retrying cannot help.
+		return a.reject(ctx, d, "Temporal refused the workflow start: "+invalid.Message)
+	case err != nil:
+		metrics.StartFailures.WithLabelValues(d.Integration).Inc()
+		return Accepted{}, err
+	}
+	if a.RecordAtOnce && !started.Duplicate {
+		// The workflow records the delivery too when it ends; this makes it visible at once.
+		if err := a.Store.RecordAccepted(ctx, *d, started.WorkflowID, started.RunID); err != nil {
+			a.Log.Warn("recording the accepted delivery failed; its workflow will", "delivery_id", d.ID, "err", err)
+		}
+	}
+	metrics.Accepted.WithLabelValues(d.Integration, d.Origin, strconv.FormatBool(started.Duplicate)).Inc()
+	a.Log.Debug("delivery accepted", "integration", d.Integration, "origin", d.Origin, "delivery_id", started.DeliveryID,
+		"workflow_id", started.WorkflowID, "run_id", started.RunID, "duplicate", started.Duplicate)
+	return Accepted{Started: started}, nil
+}
+
+// Reject records a delivery that will not be processed (the webhook receiver's 400s): a failed
+// delivery with its reason, an audit entry, the failure metric. Its error is transient.
+func (a *Acceptor) Reject(ctx context.Context, d *intake.Delivery, reason string) error {
+	d.Headers = lowerHeaders(d.Headers)
+	Settle(d)
+	_, err := a.reject(ctx, d, reason)
+	return err
+}
+
+func (a *Acceptor) reject(ctx context.Context, d *intake.Delivery, reason string) (Accepted, error) {
+	f := intake.Failure{Type: ErrInvalidDelivery, Message: reason}
+	if err := a.Store.RecordRejected(ctx, *d, f); err != nil {
+		return Accepted{}, fmt.Errorf("record rejected delivery %s: %w", d.ID, err)
+	}
+	entry := intake.AuditEntry{
+		ID: rejectAuditID(d.ID), Action: intake.ActionCreate, ResourceType: "delivery",
+		Trigger: intake.AuditTrigger{At: d.ReceivedAt, By: intake.AuditBy{IntegrationID: d.Integration}, Origin: d.Origin},
+		Message: reason, Status: intake.StatusFailure, DeliveryID: d.ID,
+	}
+	if err := a.Store.InsertAudit(ctx, []intake.AuditEntry{entry}); err != nil {
+		return Accepted{}, fmt.Errorf("audit rejected delivery %s: %w", d.ID, err)
+	}
+	metrics.Deliveries.WithLabelValues(d.Integration, d.Origin, intake.DeliveryFailed).Inc()
+	a.Log.Warn("delivery rejected", "integration", d.Integration, "origin", d.Origin, "delivery_id", d.ID, "reason", reason)
+	return Accepted{Started: Started{DeliveryID: d.ID}, Rejected: true, Reason: reason}, nil
+}
+
+// check returns why a delivery can never be processed, or "".
+func (a *Acceptor) check(d *intake.Delivery) string {
+	max := a.MaxBody
+	if max <= 0 {
+		max = DefaultMaxBody
+	}
+	switch {
+	case int64(len(d.Body)) > max:
+		return fmt.Sprintf("body of %d bytes is over the %d-byte limit", len(d.Body), max)
+	case len(d.Body) == 0 && d.Origin != intake.OriginWebhook:
+		return "empty record (a tombstone or an empty message): nothing to map"
+	case len(d.Body) == 0:
+		return "" // the receiver only lets an empty body through for allow_empty_body
+	case !utf8.Valid(d.Body):
+		return "body is not valid UTF-8 (binary data cannot be mapped)"
+	case !json.Valid(d.Body):
+		return "body is not JSON"
+	}
+	return ""
+}
+
+// DefaultMaxBody is the body limit, well under Temporal's 2 MB payload limit.
+const DefaultMaxBody = 1 << 20
+
+// Settle makes the delivery's key URL-safe and sets its ID.
+func Settle(d *intake.Delivery) {
+	d.Key = DeliveryKey(d.Key)
+	d.ID = d.Integration + "." + d.Key
+}
+
+func lowerHeaders(h map[string]string) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+func rejectAuditID(deliveryID string) string {
+	sum := sha256.Sum256([]byte("rejected\x00" + deliveryID))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Backoff waits for the next retry of a transient failure: 200 ms doubling to 10 s.
+func Backoff(ctx context.Context, attempt int) bool {
+	d := 200 * time.Millisecond << min(attempt, 6)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(min(d, 10*time.Second)):
+		return true
+	}
+}
