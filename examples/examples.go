@@ -21,6 +21,7 @@ type Sample struct {
 	Name        string            `json:"-"`
 	Integration string            `json:"integration"`
 	Description string            `json:"description"`
+	Topic       string            `json:"topic,omitempty"` // stream samples: where a producer sends them
 	Headers     map[string]string `json:"headers"`
 	Body        json.RawMessage   `json:"body"`
 	Expect      Expectation       `json:"expect"`
@@ -45,11 +46,12 @@ type ExpectedEntity struct {
 
 // ExpectedAudit is an audit entry a sample must leave.
 type ExpectedAudit struct {
-	Action         string `json:"action"`
-	Status         string `json:"status"`
-	EntityTemplate string `json:"entity_template"`
-	Entity         string `json:"entity"`
-	Message        string `json:"message"`
+	Action         string         `json:"action"`
+	Status         string         `json:"status"`
+	EntityTemplate string         `json:"entity_template"`
+	Entity         string         `json:"entity"`
+	Message        string         `json:"message"`
+	Details        map[string]any `json:"details"`
 }
 
 // Templates returns the example templates.
