@@ -217,8 +217,11 @@ type AuditEntry struct {
 	Context      AuditContext `json:"context" bson:"context"`
 	Message      string       `json:"message,omitempty" bson:"message,omitempty"`
 	Status       string       `json:"status" bson:"status"`
-	DeliveryID   string       `json:"delivery_id,omitempty" bson:"delivery_id,omitempty"`
-	WorkflowID   string       `json:"workflow_id,omitempty" bson:"workflow_id,omitempty"`
+	// Details says more than the message, e.g. {"relation": "owner", "target_template": "github_user"}
+	// for a relation whose target does not exist.
+	Details    map[string]any `json:"details,omitempty" bson:"details,omitempty"`
+	DeliveryID string         `json:"delivery_id,omitempty" bson:"delivery_id,omitempty"`
+	WorkflowID string         `json:"workflow_id,omitempty" bson:"workflow_id,omitempty"`
 }
 
 // AuditTrigger says when and by what an audited change happened.
@@ -226,6 +229,19 @@ type AuditTrigger struct {
 	At     time.Time `json:"at" bson:"at"`
 	By     AuditBy   `json:"by" bson:"by"`
 	Origin string    `json:"origin" bson:"origin"`
+}
+
+// AuditTimeLayout is how trigger.at is written in JSON: UTC with exactly three fraction digits,
+// like the seed's "2025-11-02T06:03:25.333Z" (RFC3339Nano would drop trailing zeros).
+const AuditTimeLayout = "2006-01-02T15:04:05.000Z"
+
+// MarshalJSON writes at in AuditTimeLayout; the text is RFC 3339, so time.Time reads it back.
+func (t AuditTrigger) MarshalJSON() ([]byte, error) {
+	type plain AuditTrigger // without this method
+	return json.Marshal(struct {
+		At string `json:"at"`
+		plain
+	}{At: t.At.UTC().Format(AuditTimeLayout), plain: plain(t)})
 }
 
 // AuditBy names the integration behind a change.
@@ -313,6 +329,8 @@ type EntityChange struct {
 	Outcome   string `json:"outcome,omitempty"`
 	ErrorType string `json:"error_type,omitempty"`
 	Message   string `json:"message,omitempty"`
+	// Details goes into the audit entry, e.g. {"relation", "target_template"} of a missing target.
+	Details map[string]any `json:"details,omitempty"`
 }
 
 // Fail marks the change failed with a typed reason.

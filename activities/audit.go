@@ -86,6 +86,7 @@ func AuditEntries(in AuditInput) []intake.AuditEntry {
 			Context:    intake.AuditContext{EntityTemplate: c.Template, Entity: c.Identifier},
 			Message:    c.Message,
 			Status:     intake.StatusSuccess,
+			Details:    c.Details,
 			DeliveryID: in.Ref.DeliveryID,
 			WorkflowID: in.Ref.WorkflowID,
 		}

@@ -105,6 +105,10 @@ func (a *Activities) Plan(ctx context.Context, ref Ref, changes []intake.EntityC
 		placeholders, err := checkRelations(c, tpl, docs, ref.Integration, now)
 		if err != nil {
 			c.Fail(intake.ErrRelationMissing, err.Error())
+			var missing *relationMissingError
+			if errors.As(err, &missing) {
+				c.Details = map[string]any{"relation": missing.relation, "target_template": missing.template}
+			}
 			continue
 		}
 		doc := merged(c, existing, ct, ref.Integration, now)
@@ -209,7 +213,7 @@ func checkRelations(c *intake.EntityChange, tpl *intake.Template, docs map[strin
 				continue
 			}
 			if !c.CreateMissingRelated {
-				return nil, errors.New(relationMissing(target, name, rel.Target))
+				return nil, &relationMissingError{target: target, relation: name, template: rel.Target}
 			}
 			placeholders = append(placeholders, &store.EntityDoc{
 				ID: key, Template: rel.Target, Identifier: target,
@@ -221,9 +225,12 @@ func checkRelations(c *intake.EntityChange, tpl *intake.Template, docs map[strin
 	return placeholders, nil
 }
 
-// relationMissing is the seed's message for a relation whose target does not exist.
-func relationMissing(target, relation, template string) string {
-	return fmt.Sprintf("Relation '%s' does not exist (%s -> %s)", target, relation, template)
+// relationMissingError is a relation whose target does not exist. Its message is exactly the
+// seed's; the relation and its target template go into the audit entry's details.
+type relationMissingError struct{ target, relation, template string }
+
+func (e *relationMissingError) Error() string {
+	return fmt.Sprintf("Relation '%s' does not exist", e.target)
 }
 
 func requiredRelations(tpl *intake.Template, doc *store.EntityDoc) error {

@@ -27,6 +27,7 @@ type Sample struct {
 	Name        string            `json:"-"`
 	Integration string            `json:"integration"`
 	Description string            `json:"description"`
+	Topic       string            `json:"topic,omitempty"` // stream samples: where a producer sends them
 	Headers     map[string]string `json:"headers"`
 	// Path is what follows /webhooks/{integration}/ (seed 004's issue/{key}/close).
 	Path string          `json:"path,omitempty"`
@@ -61,12 +62,13 @@ type ExpectedEntity struct {
 // ExpectedAudit is an audit entry a sample must leave.
 type ExpectedAudit struct {
 	// ResourceType is "entity" unless the delivery failed before any entity ("delivery").
-	ResourceType   string `json:"resource_type,omitempty"`
-	Action         string `json:"action"`
-	Status         string `json:"status"`
-	EntityTemplate string `json:"entity_template"`
-	Entity         string `json:"entity"`
-	Message        string `json:"message"`
+	ResourceType   string         `json:"resource_type,omitempty"`
+	Action         string         `json:"action"`
+	Status         string         `json:"status"`
+	EntityTemplate string         `json:"entity_template"`
+	Entity         string         `json:"entity"`
+	Message        string         `json:"message"`
+	Details        map[string]any `json:"details"`
 }
 
 // Templates returns the example templates.

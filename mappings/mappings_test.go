@@ -44,7 +44,7 @@ func run(t *testing.T, p *mappings.Program, body string, headers map[string]stri
 	t.Helper()
 	var payload any
 	require.NoError(t, json.Unmarshal([]byte(body), &payload))
-	meta := map[string]any{"integration": p.Integration.Identifier, "topic": "identity.users"}
+	meta := map[string]any{"integration": p.Integration.Identifier, "topic": "identity_provider_users"}
 	return p.Map(context.Background(), payload, mappings.Env{Headers: headers, Meta: meta}, exampleTemplates(t))
 }
 
@@ -64,7 +64,7 @@ func TestExampleMappings(t *testing.T) {
 			body: `{"action":"created","repository":{"name":"api","full_name":"org/api","private":true,"html_url":"https://github.com/org/api","stargazers_count":3,"language":"Python","updated_at":"2026-01-02T03:04:05Z","owner":{"login":"octocat"}}}`,
 			want: []intake.EntityChange{{Identifier: "org_api", Title: ptr("api"),
 				Properties: map[string]any{"name": "api", "url": "https://github.com/org/api", "stars": float64(3), "language": "Python", "is_public": false},
-				Relations:  map[string]any{"owner": "octocat"}, EventTime: tptr("2026-01-02T03:04:05Z")}},
+				Relations:  map[string]any{"owner": "octocat"}}},
 		},
 		{
 			name: "github language null falls back to Unknown", integration: "github_repos",
@@ -82,43 +82,60 @@ func TestExampleMappings(t *testing.T) {
 			body: `{"action":"created"}`, wantErr: "mappings[0].entity.identifier",
 		},
 		{
-			name: "sonar several failed conditions become an array", integration: "sonar_webhook",
-			body: `{"status":"SUCCESS","serverUrl":"https://s","analysedAt":"2026-01-02T03:04:05+0000","project":{"key":"p","name":"P"},"properties":{"sonar.analysis.repository":"r"},"qualityGate":{"status":"ERROR","conditions":[{"metric":"a","status":"ERROR"},{"metric":"b","status":"OK"},{"metric":"c","status":"ERROR"}]}}`,
-			want: []intake.EntityChange{{Identifier: "p", Title: ptr("P"),
-				Properties: map[string]any{"server_url": "https://s", "quality_gate_status": "ERROR", "last_analysis": "2026-01-02T03:04:05+0000", "failed_conditions": []any{"a", "c"}},
-				Relations:  map[string]any{"github_repository": "r"}, EventTime: tptr("2026-01-02T03:04:05Z")}},
+			name: "sonar measures: issues from the new_violations period, loc from ncloc, repository from components[0]", integration: "sonar_webhook",
+			body: `{"key":"care_back","name":"care_back","visibility":"private","lastAnalysisDate":"2025-11-02T06:03:25+0000",
+			  "measures":[{"metric":"ncloc","value":"1234"},{"metric":"coverage","value":"80.1"},{"metric":"new_violations","period":{"index":1,"value":"3"}}],
+			  "components":[{"key":"care_back","name":"octo-org_care_back"},{"name":"other"}]}`,
+			want: []intake.EntityChange{{Identifier: "care_back", Title: ptr("care_back"),
+				Properties: map[string]any{"project_name": "care_back", "last_analysis_date": "2025-11-02T06:03:25+0000", "issues_number": "3", "loc": "1234"},
+				Relations:  map[string]any{"github_repository": "octo-org_care_back"}}},
 		},
 		{
-			name: "sonar one failed condition is still an array (property type array)", integration: "sonar_webhook",
-			body: `{"status":"SUCCESS","project":{"key":"p"},"qualityGate":{"status":"WARN","conditions":[{"metric":"a","status":"ERROR"}]}}`,
-			want: []intake.EntityChange{{Identifier: "p",
-				Properties: map[string]any{"quality_gate_status": "WARN", "failed_conditions": []any{"a"}},
-				Relations:  map[string]any{}}},
+			name: "sonar key: whitespace becomes underscores", integration: "sonar_webhook",
+			body: `{"key":"my project\tv2","name":"My project","visibility":"private","measures":[]}`,
+			want: []intake.EntityChange{{Identifier: "my_project_v2", Title: ptr("My project"),
+				Properties: map[string]any{"project_name": "My project"}, Relations: map[string]any{}}},
 		},
 		{
-			name: "sonar failed background task is filtered", integration: "sonar_webhook",
-			body: `{"status":"FAILED","project":{"key":"p"}}`, filtered: true,
+			name: "sonar number key becomes a string; no measures or components leaves them unset", integration: "sonar_webhook",
+			body: `{"key":12,"name":"P","visibility":"private","measures":[]}`,
+			want: []intake.EntityChange{{Identifier: "12", Title: ptr("P"),
+				Properties: map[string]any{"project_name": "P"}, Relations: map[string]any{}}},
 		},
 		{
-			name: "users support groups are a many relation", integration: "users_kafka",
-			body:    `{"type":"user.upserted","user":{"id":"u1","display_name":"U","email":"u@x.io","active":false},"support_groups":[{"id":"g1"},{"id":"g2"}]}`,
-			headers: map[string]string{"event-type": "user"},
-			want: []intake.EntityChange{{Identifier: "u1", Title: ptr("U"),
-				Properties: map[string]any{"email": "u@x.io", "active": false},
-				Relations:  map[string]any{"support_groups": []string{"g1", "g2"}}}},
+			name: "sonar without a measures array fails the mapping (jq cannot iterate over null)", integration: "sonar_webhook",
+			body: `{"key":"p","name":"P","visibility":"private"}`, wantErr: "mappings[0].entity.properties.issues_number: cannot iterate over: null",
 		},
 		{
-			name: "users without support groups leave the relation unset", integration: "users_kafka",
-			body: `{"type":"user.upserted","user":{"id":7,"email":"u@x.io"}}`,
-			want: []intake.EntityChange{{Identifier: "7", Properties: map[string]any{"email": "u@x.io"}, Relations: map[string]any{}}},
+			name: "sonar public project is filtered", integration: "sonar_webhook",
+			body: `{"key":"p","name":"P","visibility":"public"}`, filtered: true,
 		},
 		{
-			name: "users header_filter drops test events", integration: "users_kafka",
-			body: `{"type":"user.upserted","user":{"id":"u1"}}`, headers: map[string]string{"event-type": "test"}, filtered: true,
+			name: "sonar project without visibility is filtered", integration: "sonar_webhook",
+			body: `{"key":"p","name":"P"}`, filtered: true,
 		},
 		{
-			name: "users other record types are filtered", integration: "users_kafka",
-			body: `{"type":"user.deleted","user":{"id":"u1"}}`, filtered: true,
+			name: "users support groups are a many team relation", integration: "users_kafka",
+			body:    `{"user_id":"u1","firstname":"Ada","lastname":"Lovelace","support_groups":[{"id":"g1","name":"G1"},{"id":"g2"}]}`,
+			headers: map[string]string{"event": "create"},
+			want: []intake.EntityChange{{Identifier: "u1", Title: ptr("Ada Lovelace"),
+				Properties: map[string]any{"firstname": "Ada", "lastname": "Lovelace"},
+				Relations:  map[string]any{"team": []string{"g1", "g2"}}}},
+		},
+		{
+			name: "users without support groups leave the team unset", integration: "users_kafka",
+			body:    `{"user_id":7,"firstname":"Grace","lastname":"Hopper","support_groups":[]}`,
+			headers: map[string]string{"event": "create"},
+			want: []intake.EntityChange{{Identifier: "7", Title: ptr("Grace Hopper"),
+				Properties: map[string]any{"firstname": "Grace", "lastname": "Hopper"}, Relations: map[string]any{}}},
+		},
+		{
+			name: "users header_filter drops other events", integration: "users_kafka",
+			body: `{"user_id":"u1","firstname":"A","lastname":"B"}`, headers: map[string]string{"event": "update"}, filtered: true,
+		},
+		{
+			name: "users record without an event header is filtered", integration: "users_kafka",
+			body: `{"user_id":"u1","firstname":"A","lastname":"B"}`, filtered: true,
 		},
 	}
 	for _, tt := range tests {
@@ -154,16 +171,40 @@ func TestExampleMappings(t *testing.T) {
 func TestMappingTopicRoutesRecords(t *testing.T) {
 	p := exampleProgram(t, "users_kafka")
 	var payload any
-	require.NoError(t, json.Unmarshal([]byte(`{"type":"user.upserted","user":{"id":"u1","email":"u@x.io"}}`), &payload))
-	outcomes, changes := p.Map(context.Background(), payload, mappings.Env{Meta: map[string]any{"topic": "other.topic"}}, exampleTemplates(t))
+	require.NoError(t, json.Unmarshal([]byte(`{"user_id":"u1","firstname":"A","lastname":"B"}`), &payload))
+	outcomes, changes := p.Map(context.Background(), payload, mappings.Env{Headers: map[string]string{"event": "create"}, Meta: map[string]any{"topic": "other.topic"}}, exampleTemplates(t))
 	assert.True(t, outcomes[0].Filtered, "a record of another topic does not reach the mapping")
 	assert.Empty(t, changes)
+}
+
+// event_time reads RFC 3339, the colon-less offsets SonarQube sends, and Unix seconds.
+func TestEventTime(t *testing.T) {
+	tpls := exampleTemplates(t)
+	in := intake.Integration{Identifier: "timed", Mappings: []intake.Mapping{{
+		Template: "team", EventTime: ".at", Entity: intake.EntityMapping{Identifier: ".id"},
+	}}}
+	p, err := mappings.Compile(in, tpls)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		at   any
+		want *time.Time
+	}{
+		{"2026-01-02T03:04:05Z", tptr("2026-01-02T03:04:05Z")},
+		{"2026-01-02T03:04:05+0000", tptr("2026-01-02T03:04:05Z")},
+		{"2026-01-02T04:04:05.5+0100", tptr("2026-01-02T03:04:05.5Z")},
+		{float64(1767323045), tptr("2026-01-02T03:04:05Z")},
+	} {
+		_, changes := p.Map(context.Background(), map[string]any{"id": "t", "at": tc.at}, mappings.Env{}, tpls)
+		require.Len(t, changes, 1)
+		require.False(t, changes[0].Failed(), changes[0].Message)
+		assert.Equal(t, tc.want, changes[0].EventTime, "%v", tc.at)
+	}
 }
 
 func TestItemsToParseMapsEachElement(t *testing.T) {
 	tpls := exampleTemplates(t)
 	in := intake.Integration{Identifier: "bulk", Mappings: []intake.Mapping{{
-		Template: "support_group", ItemsToParse: ".groups",
+		Template: "team", ItemsToParse: ".groups",
 		Entity: intake.EntityMapping{Identifier: ".item.id", Title: ".item.name + \" (\" + .org + \")\"", Properties: map[string]string{"name": ".item.name"}},
 	}}}
 	p, err := mappings.Compile(in, tpls)
@@ -182,7 +223,7 @@ func TestItemsToParseMapsEachElement(t *testing.T) {
 func TestExpressionsSeeHeadersAndMeta(t *testing.T) {
 	tpls := exampleTemplates(t)
 	in := intake.Integration{Identifier: "vars", Mappings: []intake.Mapping{{
-		Template: "support_group", Filter: "$headers[\"x-kind\"] == \"group\"",
+		Template: "team", Filter: "$headers[\"x-kind\"] == \"group\"",
 		Entity: intake.EntityMapping{Identifier: "$meta.integration + \"-\" + .id", Properties: map[string]string{"name": "$meta.origin"}},
 	}}}
 	p, err := mappings.Compile(in, tpls)
@@ -201,7 +242,7 @@ func TestRuntimeErrorsAndTimeBudget(t *testing.T) {
 		"endless loop hits the budget":  {`[range(1e12)] | length | tostring`, "time budget"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			in := intake.Integration{Identifier: "x", Mappings: []intake.Mapping{{Template: "support_group", Entity: intake.EntityMapping{Identifier: tc.expr}}}}
+			in := intake.Integration{Identifier: "x", Mappings: []intake.Mapping{{Template: "team", Entity: intake.EntityMapping{Identifier: tc.expr}}}}
 			p, err := mappings.Compile(in, tpls)
 			require.NoError(t, err)
 			start := time.Now()
@@ -242,7 +283,7 @@ func TestCompileListsEveryProblem(t *testing.T) {
 func ptr(s string) *string { return &s }
 
 func tptr(s string) *time.Time {
-	t, err := time.Parse(time.RFC3339, s)
+	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		panic(err)
 	}

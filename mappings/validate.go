@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -98,6 +99,7 @@ func compileSchema(id string, props map[string]any, required []string) (*jsonsch
 	c.DefaultDraft(jsonschema.Draft2020)
 	c.AssertFormat()
 	c.RegisterFormat(&jsonschema.Format{Name: "url", Validate: validateURL})
+	c.RegisterFormat(&jsonschema.Format{Name: "date-time", Validate: validateDateTime})
 	loc := "intake:///templates/" + id + ".json"
 	if err := c.AddResource(loc, doc); err != nil {
 		return nil, err
@@ -113,6 +115,35 @@ func validateURL(v any) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return errors.New("not an absolute URL")
+	}
+	return nil
+}
+
+// rfc3339 is the validator's own date-time check (RFC 3339 section 5.6, leap seconds included).
+var rfc3339 = func() *jsonschema.Schema {
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("intake:///formats/date-time.json", map[string]any{"type": "string", "format": "date-time"}); err != nil {
+		panic(err)
+	}
+	return c.MustCompile("intake:///formats/date-time.json")
+}()
+
+// colonlessOffset is a numeric offset without its colon at the end of a date-time: +0000, -0130.
+var colonlessOffset = regexp.MustCompile(`[Tt].*[0-9]([+-][0-9]{2})([0-9]{2})$`)
+
+// validateDateTime accepts RFC 3339 and also the ±hhmm offsets without a colon that SonarQube
+// and CircleCI send (2025-11-02T06:03:25+0000): such a value is judged as its RFC 3339 form.
+func validateDateTime(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return nil
+	}
+	if m := colonlessOffset.FindStringSubmatchIndex(s); m != nil {
+		s = s[:m[2]] + s[m[2]:m[3]] + ":" + s[m[4]:]
+	}
+	if rfc3339.Validate(s) != nil {
+		return errors.New("not an RFC 3339 date-time")
 	}
 	return nil
 }

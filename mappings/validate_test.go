@@ -79,6 +79,28 @@ func TestTemplateValidation(t *testing.T) {
 	assert.Equal(t, map[string]any{"on": true}, ct.Defaults)
 }
 
+// date-time is RFC 3339, and also the ±hhmm offsets without a colon that SonarQube and CircleCI send.
+func TestDateTimeFormat(t *testing.T) {
+	ct := serviceTemplate(t)
+	for _, ok := range []string{
+		"2025-11-02T06:03:25Z", "2025-11-02T06:03:25.333Z", "2025-11-02T06:03:25+00:00", "2025-11-02T06:03:25-07:30",
+		"2025-11-02t06:03:25z", "2016-12-31T23:59:60Z", // RFC 3339 allows lower case and leap seconds
+		"2025-11-02T06:03:25+0000", "2025-11-02T06:03:25.123+0100", "2025-11-02T01:03:25-0500",
+	} {
+		assert.NoError(t, ct.Validate(map[string]any{"seen": ok}, false), ok)
+	}
+	for _, bad := range []string{
+		"yesterday", "2025-11-02", "2025-11-02 06:03:25Z", "2025-11-02T06:03:25", "2025-11-02T06:03+0000",
+		"2025-11-02T06:03:25+000", "2025-11-02T06:03:25+00000", "2025-11-02T06:03:25+2400", "2025-11-02T06:03:25+0060",
+		"2025-13-02T06:03:25+0000", "2025-11-02T25:03:25+0000", "2025-11-02T06:03:25+00:00:00", "2025-11-02T06:03:25Z+0000",
+	} {
+		err := ct.Validate(map[string]any{"seen": bad}, false)
+		if assert.Error(t, err, bad) {
+			assert.Contains(t, err.Error(), "property 'seen': \""+bad+"\" is not a valid date-time")
+		}
+	}
+}
+
 func TestTemplateCompileRejectsUnknownTypesFormatsAndTargets(t *testing.T) {
 	var tpl intake.Template
 	require.NoError(t, json.Unmarshal([]byte(`{"identifier":"x","schema":{"properties":{"a":{"type":"strin"},"b":{"type":"string","format":"uri-ish"}},"required":["zz"]},"relations":{"r":{"target":"nowhere"}}}`), &tpl))

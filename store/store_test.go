@@ -159,6 +159,19 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, got, 1)
 		assert.Empty(t, got[0].Message)
+		assert.Nil(t, got[0].Details)
+
+		// details (a missing relation's name and target template) are kept and returned.
+		f := intake.AuditEntry{ID: "a2", Action: "CREATE", ResourceType: "entity", Status: "FAILURE",
+			Message: "Relation 'github_repo' does not exist",
+			Details: map[string]any{"relation": "github_repository", "target_template": "github_repository"},
+			Trigger: intake.AuditTrigger{At: time.Now(), By: intake.AuditBy{IntegrationID: "i2"}, Origin: "WEBHOOK"}}
+		require.NoError(t, s.InsertAudit(ctx, []intake.AuditEntry{f}))
+		got, _, err = s.ListAudit(ctx, intake.AuditFilter{Integration: "i2", Limit: 10})
+		require.NoError(t, err)
+		require.Len(t, got, 1)
+		assert.Equal(t, f.Message, got[0].Message)
+		assert.Equal(t, f.Details, got[0].Details)
 	})
 
 	t.Run("integration secrets are encrypted at rest", func(t *testing.T) {

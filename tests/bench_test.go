@@ -170,12 +170,12 @@ func BenchmarkBulkReplay(b *testing.B) {
 	}
 	s := startDev(b)
 	putIntegration(b, s, `{"identifier":"people","security":{"scheme":"none","allow_unsigned":true},
-	  "mappings":[{"template":"user","entity":{"identifier":".id","properties":{"email":".email"},"relations":{"support_groups":".team"}}}]}`)
+	  "mappings":[{"template":"users","entity":{"identifier":".id","properties":{"firstname":".firstname"},"relations":{"team":".team"}}}]}`)
 	putIntegration(b, s, `{"identifier":"teams","security":{"scheme":"none","allow_unsigned":true},
-	  "mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`)
+	  "mappings":[{"template":"team","entity":{"identifier":".id"}}]}`)
 	ids := make([]string, n)
 	for i := 0; i < n; i++ {
-		code, out := s.post("people", []byte(fmt.Sprintf(`{"id":"u%05d","email":"u%d@x.io","team":"later"}`, i, i)), nil)
+		code, out := s.post("people", []byte(fmt.Sprintf(`{"id":"u%05d","firstname":"U%d","team":"later"}`, i, i)), nil)
 		require.Equal(b, 202, code)
 		ids[i] = out["workflow_id"].(string)
 	}
@@ -222,12 +222,13 @@ func BenchmarkKafkaStart(b *testing.B) {
 	require.NoError(b, err)
 	defer broker.Close()
 	s := startDev(b)
-	w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: "identity.users", Balancer: &kafkago.RoundRobin{},
+	createTeams(b, s, "sg-k")
+	w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: usersTopic, Balancer: &kafkago.RoundRobin{},
 		AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond, BatchSize: 500}
 	defer w.Close()
 	var msgs []kafkago.Message
 	for i := 0; i < n; i++ {
-		msgs = append(msgs, userRecord(i, "user"))
+		msgs = append(msgs, userRecord(i, "create"))
 	}
 	require.NoError(b, w.WriteMessages(context.Background(), msgs...))
 
@@ -247,7 +248,7 @@ func BenchmarkKafkaStart(b *testing.B) {
 		return false
 	}, 10*time.Minute, 20*time.Millisecond)
 	require.Eventually(b, func() bool {
-		return countEntities(b, s, "user") >= n
+		return countEntities(b, s, "users") >= n
 	}, 30*time.Minute, time.Second)
 	done := time.Since(start)
 	b.StopTimer()

@@ -205,11 +205,15 @@ func (s *stack) post(integration string, body []byte, headers map[string]string)
 	return resp.StatusCode, out
 }
 
-// exampleSecrets maps each example webhook integration to its signature header and key.
-func exampleSecurity(t testing.TB, id string) *intake.Security {
+func exampleIntegrations(t testing.TB) []intake.Integration {
 	ints, err := examples.Integrations()
 	require.NoError(t, err)
-	for _, in := range ints {
+	return ints
+}
+
+// exampleSecurity gives an example integration's security (nil for stream integrations).
+func exampleSecurity(t testing.TB, id string) *intake.Security {
+	for _, in := range exampleIntegrations(t) {
 		if in.Identifier == id {
 			return in.Security
 		}

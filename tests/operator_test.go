@@ -28,7 +28,7 @@ func TestOperatorToolbox(t *testing.T) {
 		next := []byte("rotated-key-9876543210")
 		whsec := func(k []byte) string { return "whsec_" + base64.StdEncoding.EncodeToString(k) }
 		putIntegration(t, s, `{"identifier":"svix_hook","security":{"scheme":"standard-webhooks","signature_value":"`+whsec(key)+`","secrets":["`+whsec(next)+`"]},
-		  "mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`)
+		  "mappings":[{"template":"team","entity":{"identifier":".id"}}]}`)
 		body := []byte(`{"id":"sw-1"}`)
 		swHeaders := func(k []byte, at time.Time, id string) map[string]string {
 			ts := strconv.FormatInt(at.Unix(), 10)
@@ -53,7 +53,7 @@ func TestOperatorToolbox(t *testing.T) {
 		assert.Equal(t, "signature header webhook-signature missing", out["message"])
 
 		putIntegration(t, s, `{"identifier":"basic_hook","security":{"scheme":"basic","signature_value":"ci:first","secrets":["ci:second"]},
-		  "mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`)
+		  "mappings":[{"template":"team","entity":{"identifier":".id"}}]}`)
 		basic := func(cred string) map[string]string {
 			return map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(cred))}
 		}
@@ -71,7 +71,7 @@ func TestOperatorToolbox(t *testing.T) {
 		assert.Equal(t, 401, code)
 
 		var e map[string]any
-		code, _ = s.request("PUT", "/api/v1/integrations/bad_scheme", []byte(`{"security":{"scheme":"md5","signature_header_name":"X","signature_value":"k"},"mappings":[{"template":"user","entity":{"identifier":".id"}}]}`), true, &e)
+		code, _ = s.request("PUT", "/api/v1/integrations/bad_scheme", []byte(`{"security":{"scheme":"md5","signature_header_name":"X","signature_value":"k"},"mappings":[{"template":"users","entity":{"identifier":".id"}}]}`), true, &e)
 		assert.Equal(t, 400, code)
 		assert.Contains(t, e["message"], "security.scheme")
 	})
@@ -83,17 +83,19 @@ func TestOperatorToolbox(t *testing.T) {
 			Entities []intake.EntityChange
 		}
 		code, _ := s.request("POST", "/api/v1/integrations/sonar_webhook/test", map[string]any{
-			"body": map[string]any{"status": "SUCCESS", "project": map[string]any{"key": "dry", "name": "Dry"},
-				"properties": map[string]any{"sonar.analysis.repository": "nowhere"}, "qualityGate": map[string]any{"status": "OK", "conditions": []any{}}},
+			"body": map[string]any{"key": "dry", "name": "Dry", "visibility": "private", "lastAnalysisDate": "2025-11-02T06:03:25+0000",
+				"measures": []any{map[string]any{"metric": "ncloc", "value": "10"}}, "components": []any{map[string]any{"name": "nowhere"}}},
 		}, true, &ans)
 		require.Equal(t, 200, code)
 		assert.False(t, ans.Valid)
 		require.Len(t, ans.Entities, 1)
 		assert.Equal(t, "dry", ans.Entities[0].Identifier)
 		assert.Equal(t, intake.ErrRelationMissing, ans.Entities[0].ErrorType)
-		assert.Equal(t, "Relation 'nowhere' does not exist (github_repository -> github_repository)", ans.Entities[0].Message)
+		assert.Equal(t, "Relation 'nowhere' does not exist", ans.Entities[0].Message)
+		assert.Equal(t, map[string]any{"relation": "github_repository", "target_template": "github_repository"}, ans.Entities[0].Details)
 
-		code, _ = s.request("POST", "/api/v1/integrations/sonar_webhook/test", map[string]any{"body": map[string]any{"status": "FAILED"}}, true, &ans)
+		ans.Entities = nil
+		code, _ = s.request("POST", "/api/v1/integrations/sonar_webhook/test", map[string]any{"body": map[string]any{"key": "pub", "visibility": "public"}}, true, &ans)
 		require.Equal(t, 200, code)
 		assert.True(t, ans.Mappings[0].Filtered)
 		assert.Empty(t, ans.Entities)
@@ -111,7 +113,7 @@ func TestOperatorToolbox(t *testing.T) {
 
 		var bad map[string]any
 		code, _ = s.request("POST", "/api/v1/integrations/test", map[string]any{
-			"integration": map[string]any{"mappings": []any{map[string]any{"template": "user", "entity": map[string]any{"identifier": ".a |"}}}},
+			"integration": map[string]any{"mappings": []any{map[string]any{"template": "users", "entity": map[string]any{"identifier": ".a |"}}}},
 			"body":        map[string]any{}}, true, &bad)
 		assert.Equal(t, 400, code)
 		assert.Contains(t, bad["message"], "mappings[0].entity.identifier")
@@ -123,7 +125,7 @@ func TestOperatorToolbox(t *testing.T) {
 			require.True(t, ans.Valid)
 			assert.Equal(t, want, ans.Entities[0].Outcome, id)
 		}
-		code, _ = s.request("GET", "/api/v1/entities/support_group/b-new", nil, true, nil)
+		code, _ = s.request("GET", "/api/v1/entities/team/b-new", nil, true, nil)
 		assert.Equal(t, 404, code, "a dry run writes nothing")
 
 		code, _ = s.request("GET", "/api/v1/entities/sonar_project/dry", nil, true, nil)
@@ -153,15 +155,15 @@ schema:
   properties:
     tier: {type: integer, minimum: 1, maximum: 3}
 relations:
-  team: {target: team, required: false, many: false}
+  team: {target: squad, required: false, many: false}
 ---
-identifier: team
-title: Team
+identifier: squad
+title: Squad
 schema:
   properties:
     name: {type: string}
 `)
-		write("c-team-integration.json", `[{"identifier":"teams_cli","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"team","entity":{"identifier":".id"}}]}]`)
+		write("c-squad-integration.json", `[{"identifier":"squads_cli","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"squad","entity":{"identifier":".id"}}]}]`)
 		cli := func(args ...string) (string, error) {
 			cmd := exec.Command(intakeBin, args...)
 			cmd.Env = append(os.Environ(), "INTAKE_SERVER="+s.base, "INTAKE_ADMIN_TOKEN="+s.token)
@@ -170,23 +172,24 @@ schema:
 		}
 		out, err := cli("apply", "-f", dir)
 		require.NoError(t, err, out)
-		assert.Equal(t, "template/team created\ntemplate/service created\nintegration/services created\nintegration/teams_cli created\n", out,
+		assert.Equal(t, "template/squad created\ntemplate/service created\nintegration/services created\nintegration/squads_cli created\n", out,
 			"templates first, relation targets before the templates that point to them")
 		out, err = cli("apply", "-f", dir)
 		require.NoError(t, err, out)
-		assert.Equal(t, "template/service unchanged\ntemplate/team unchanged\nintegration/services unchanged\nintegration/teams_cli unchanged\n", out)
+		assert.Equal(t, "template/service unchanged\ntemplate/squad unchanged\nintegration/services unchanged\nintegration/squads_cli unchanged\n", out)
 
 		payload := filepath.Join(dir, "payload.json")
 		require.NoError(t, os.WriteFile(payload, []byte(`{"name":"checkout","tier":2,"team":"payments"}`), 0o600))
 		out, err = cli("test-mapping", "--integration", "services", "--payload", payload)
 		require.Error(t, err, "team payments does not exist yet")
-		assert.Contains(t, out, "Relation 'payments' does not exist (team -> team)")
+		assert.Contains(t, out, `"message": "Relation 'payments' does not exist"`)
+		assert.Contains(t, out, `"target_template": "squad"`)
 
 		code, resp := s.post("services", []byte(`{"name":"checkout","tier":2,"team":"payments"}`), nil)
 		require.Equal(t, 202, code)
 		_, err = s.waitWorkflow(resp["workflow_id"].(string))
 		require.Error(t, err)
-		code, resp2 := s.post("teams_cli", []byte(`{"id":"payments"}`), nil)
+		code, resp2 := s.post("squads_cli", []byte(`{"id":"payments"}`), nil)
 		require.Equal(t, 202, code)
 		_, err = s.waitWorkflow(resp2["workflow_id"].(string))
 		require.NoError(t, err)

@@ -18,12 +18,12 @@ import (
 func TestDeliveriesAndReplay(t *testing.T) {
 	s := startDev(t)
 	putIntegration(t, s, `{"identifier":"teams","security":{"scheme":"none","allow_unsigned":true},
-	  "mappings":[{"template":"support_group","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
+	  "mappings":[{"template":"team","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
 	putIntegration(t, s, `{"identifier":"people","security":{"scheme":"none","allow_unsigned":true},"request_identifier":".event_id",
-	  "mappings":[{"template":"user","entity":{"identifier":".id","properties":{"email":".email"},"relations":{"support_groups":".team"}}}]}`)
+	  "mappings":[{"template":"users","entity":{"identifier":".id","properties":{"firstname":".firstname"},"relations":{"team":".team"}}}]}`)
 
 	t.Run("failed delivery, related entity arrives, replay succeeds", func(t *testing.T) {
-		code, out := s.post("people", []byte(`{"event_id":"ev-1","id":"ada","email":"ada@x.io","team":"platform"}`), nil)
+		code, out := s.post("people", []byte(`{"event_id":"ev-1","id":"ada","firstname":"Ada","team":"platform"}`), nil)
 		require.Equal(t, 202, code)
 		_, err := s.waitWorkflow(out["workflow_id"].(string))
 		require.Error(t, err)
@@ -34,7 +34,7 @@ func TestDeliveriesAndReplay(t *testing.T) {
 		assert.Equal(t, intake.DeliveryFailed, d.Status)
 		require.NotNil(t, d.Error)
 		assert.Equal(t, intake.ErrRelationMissing, d.Error.Type)
-		assert.JSONEq(t, `{"event_id":"ev-1","id":"ada","email":"ada@x.io","team":"platform"}`, string(d.Body))
+		assert.JSONEq(t, `{"event_id":"ev-1","id":"ada","firstname":"Ada","team":"platform"}`, string(d.Body))
 		assert.Contains(t, d.WorkflowURL, "/namespaces/default/workflows/ingest.people.ev-1/")
 		var failed []intake.DeliveryRecord
 		s.request("GET", "/api/v1/deliveries?status=failed&integration=people", nil, true, &failed)
@@ -61,9 +61,10 @@ func TestDeliveriesAndReplay(t *testing.T) {
 		s.request("GET", "/api/v1/audit_logs?limit=10", nil, true, &story)
 		require.GreaterOrEqual(t, len(story), 3)
 		// newest first: the replay's success, the team's creation, the original failure
-		assert.Equal(t, []string{"REPLAY CREATE SUCCESS user/ada", "WEBHOOK CREATE SUCCESS support_group/platform", "WEBHOOK CREATE FAILURE user/ada"},
+		assert.Equal(t, []string{"REPLAY CREATE SUCCESS users/ada", "WEBHOOK CREATE SUCCESS team/platform", "WEBHOOK CREATE FAILURE users/ada"},
 			[]string{line(story[0]), line(story[1]), line(story[2])})
-		assert.Equal(t, "Relation 'platform' does not exist (support_groups -> support_group)", story[2].Message)
+		assert.Equal(t, "Relation 'platform' does not exist", story[2].Message)
+		assert.Equal(t, map[string]any{"relation": "team", "target_template": "team"}, story[2].Details)
 		assert.Equal(t, "people.ev-1", story[0].DeliveryID, "the replay's entry is linked to the original delivery")
 	})
 
@@ -75,7 +76,7 @@ func TestDeliveriesAndReplay(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				code, out := s.post("people", []byte(`{"event_id":"ev-dup","id":"bob","email":"bob@x.io"}`), nil)
+				code, out := s.post("people", []byte(`{"event_id":"ev-dup","id":"bob","firstname":"Bob"}`), nil)
 				if code == 202 {
 					outs <- out
 				}
@@ -111,7 +112,7 @@ func TestDeliveriesAndReplay(t *testing.T) {
 		const n = 100
 		var ids []string
 		for i := 0; i < n; i++ {
-			code, out := s.post("people", []byte(fmt.Sprintf(`{"event_id":"bulk-%03d","id":"u%03d","email":"u%d@x.io","team":"later"}`, i, i, i)), nil)
+			code, out := s.post("people", []byte(fmt.Sprintf(`{"event_id":"bulk-%03d","id":"u%03d","firstname":"U%d","team":"later"}`, i, i, i)), nil)
 			require.Equal(t, 202, code)
 			ids = append(ids, out["workflow_id"].(string))
 		}

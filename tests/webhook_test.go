@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +43,8 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.ElementsMatch(t, []string{"github_repos", "sonar_webhook", "users_kafka", "gcp_assets"}, ids)
 	})
 
+	// The workflows of the failed Sonar samples, found below by search attribute.
+	var failedSonar []string
 	t.Run("every example webhook sample produces its entities and audit entries", func(t *testing.T) {
 		samples, err := examples.Samples()
 		require.NoError(t, err)
@@ -52,9 +55,15 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 				continue // stream integrations are exercised by the listener tests
 			}
 			ran++
-			t.Run(smp.Name, func(t *testing.T) { runSample(t, s, smp, sec) })
+			t.Run(smp.Name, func(t *testing.T) {
+				wid := runSample(t, s, smp, sec)
+				if smp.Integration == "sonar_webhook" && smp.Expect.Outcome == intake.DeliveryFailed {
+					failedSonar = append(failedSonar, wid)
+				}
+			})
 		}
-		assert.GreaterOrEqual(t, ran, 4)
+		assert.GreaterOrEqual(t, ran, 5)
+		assert.Len(t, failedSonar, 1, "one Sonar sample reproduces the seed's FAILURE")
 	})
 
 	t.Run("the Temporal Web UI serves its pages and shows the deliveries' workflows", func(t *testing.T) {
@@ -73,7 +82,8 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		}
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
 		require.Len(t, list.Executions, 1, "search attributes find the failed Sonar delivery")
-		assert.Equal(t, "ingest.sonar_webhook.AVh21JS2JepAEhwQ-b3v", list.Executions[0].Execution.WorkflowID)
+		require.Len(t, failedSonar, 1)
+		assert.Equal(t, failedSonar[0], list.Executions[0].Execution.WorkflowID)
 	})
 
 	t.Run("the embedded store indexes _id on every collection", func(t *testing.T) {
@@ -85,7 +95,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 	t.Run("no secret in workflow input or history", func(t *testing.T) {
 		// A static credential: the header is the secret itself and must be redacted.
 		putIntegration(t, s, `{"identifier":"static_hook","security":{"signature_header_name":"X-Token","signature_value":"static-s3cret","scheme":"static"},
-		  "mappings":[{"template":"support_group","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
+		  "mappings":[{"template":"team","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
 		code, out := s.post("static_hook", []byte(`{"id":"sg-static","name":"Static"}`),
 			map[string]string{"X-Token": "static-s3cret", "Authorization": "Bearer other-s3cret", "Cookie": "session=cookie-s3cret"})
 		require.Equal(t, 202, code, out)
@@ -138,7 +148,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, "integration_not_found", out["error"])
 
 		putIntegration(t, s, `{"identifier":"off_hook","enabled":false,"security":{"scheme":"none","allow_unsigned":true},
-		  "mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`)
+		  "mappings":[{"template":"team","entity":{"identifier":".id"}}]}`)
 		code, out = s.post("off_hook", []byte(`{"id":"x"}`), nil)
 		assert.Equal(t, 403, code)
 		assert.Equal(t, "integration_disabled", out["error"])
@@ -154,7 +164,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, "invalid_json", out["error"])
 
 		putIntegration(t, s, `{"identifier":"slow_hook","security":{"scheme":"none","allow_unsigned":true},"rate_limit":{"per_second":1,"burst":2},
-		  "mappings":[{"template":"support_group","filter":"false","entity":{"identifier":".id"}}]}`)
+		  "mappings":[{"template":"team","filter":"false","entity":{"identifier":".id"}}]}`)
 		codes := map[int]int{}
 		for i := 0; i < 5; i++ {
 			c, _ := s.post("slow_hook", []byte(`{"id":"x"}`), nil)
@@ -165,21 +175,33 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 	})
 
 	t.Run("a redelivered key is not processed twice", func(t *testing.T) {
+		// The seed's github_repos has no request_identifier (every post is a delivery of its own):
+		// the same integration keyed by GitHub's delivery header.
+		var keyed intake.Integration
+		for _, in := range exampleIntegrations(t) {
+			if in.Identifier == "github_repos" {
+				keyed = in
+			}
+		}
+		keyed.Identifier, keyed.RequestIdentifier = "github_keyed", `$headers["x-github-delivery"]`
+		doc, err := json.Marshal(keyed)
+		require.NoError(t, err)
+		putIntegration(t, s, string(doc))
 		sec := exampleSecurity(t, "github_repos")
 		body := []byte(`{"action":"edited","repository":{"full_name":"octo-org/dup","name":"dup","html_url":"https://github.com/octo-org/dup","private":false,"owner":{"login":"octocat"}}}`)
 		h := sign(sec, body, map[string]string{"X-GitHub-Delivery": "dup-delivery-1"})
-		code, first := s.post("github_repos", body, h)
+		code, first := s.post("github_keyed", body, h)
 		require.Equal(t, 202, code)
 		assert.Equal(t, false, first["duplicate"])
-		assert.Equal(t, "ingest.github_repos.dup-delivery-1", first["workflow_id"])
-		_, err := s.waitWorkflow(first["workflow_id"].(string))
+		assert.Equal(t, "ingest.github_keyed.dup-delivery-1", first["workflow_id"])
+		_, err = s.waitWorkflow(first["workflow_id"].(string))
 		require.NoError(t, err)
-		code, second := s.post("github_repos", body, h)
+		code, second := s.post("github_keyed", body, h)
 		require.Equal(t, 202, code)
 		assert.Equal(t, true, second["duplicate"])
 		assert.Equal(t, first["run_id"], second["run_id"])
 		var entries []intake.AuditEntry
-		s.request("GET", "/api/v1/audit_logs?integration=github_repos&action=CREATE", nil, true, &entries)
+		s.request("GET", "/api/v1/audit_logs?integration=github_keyed&action=CREATE", nil, true, &entries)
 		n := 0
 		for _, e := range entries {
 			if e.Context.Entity == "octo-org_dup" {
@@ -203,7 +225,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, 400, code)
 		assert.Contains(t, e["message"], `mappings[0].template: unknown template "ghost"`)
 
-		code, _ = s.request("PUT", "/api/v1/integrations/x", []byte(`{"mappings":[{"template":"user","operation":"upsertt","entity":{"identifier":".id"}}]}`), true, &e)
+		code, _ = s.request("PUT", "/api/v1/integrations/x", []byte(`{"mappings":[{"template":"users","operation":"upsertt","entity":{"identifier":".id"}}]}`), true, &e)
 		assert.Equal(t, 400, code)
 		assert.Contains(t, e["message"], "mappings[0].operation")
 
@@ -212,10 +234,10 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, "unauthorized", e["error"])
 
 		// A new template and integration work for the very next request.
-		code, _ = s.request("PUT", "/api/v1/templates/team", []byte(`{"title":"Team","schema":{"properties":{"size":{"type":"integer","maximum":3}},"required":["size"]}}`), true, nil)
+		code, _ = s.request("PUT", "/api/v1/templates/squad", []byte(`{"title":"Squad","schema":{"properties":{"size":{"type":"integer","maximum":3}},"required":["size"]}}`), true, nil)
 		require.Equal(t, 201, code)
-		putIntegration(t, s, `{"identifier":"teams","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"team","update_mode":"replace","entity":{"identifier":".id","properties":{"size":".size"}}}]}`)
-		code, out := s.post("teams", []byte(`{"id":"payments","size":7}`), nil)
+		putIntegration(t, s, `{"identifier":"squads","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"squad","update_mode":"replace","entity":{"identifier":".id","properties":{"size":".size"}}}]}`)
+		code, out := s.post("squads", []byte(`{"id":"payments","size":7}`), nil)
 		require.Equal(t, 202, code)
 		_, err := s.waitWorkflow(out["workflow_id"].(string))
 		var appErr *temporal.ApplicationError
@@ -223,14 +245,14 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, intake.ErrValidation, appErr.Type())
 		assert.Contains(t, appErr.Message(), "property 'size': 7 is greater than maximum 3")
 
-		code, _ = s.request("DELETE", "/api/v1/templates/team", nil, true, &e)
+		code, _ = s.request("DELETE", "/api/v1/templates/squad", nil, true, &e)
 		assert.Equal(t, 409, code)
 		assert.Equal(t, "template_in_use", e["error"])
 	})
 
 	t.Run("merge keeps, replace drops, stale updates are skipped", func(t *testing.T) {
-		putIntegration(t, s, `{"identifier":"groups_merge","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"support_group","event_time":".at","entity":{"identifier":".id","title":".title","properties":{"name":".name"}}}]}`)
-		putIntegration(t, s, `{"identifier":"groups_replace","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"support_group","update_mode":"replace","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
+		putIntegration(t, s, `{"identifier":"groups_merge","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"team","event_time":".at","entity":{"identifier":".id","title":".title","properties":{"name":".name"}}}]}`)
+		putIntegration(t, s, `{"identifier":"groups_replace","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"team","update_mode":"replace","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
 		deliver := func(integration, body string) *intake.IngestResult {
 			code, out := s.post(integration, []byte(body), nil)
 			require.Equal(t, 202, code)
@@ -241,18 +263,18 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		assert.Equal(t, intake.OutcomeCreated, deliver("groups_merge", `{"id":"sg-m","title":"T","name":"one","at":"2026-01-02T00:00:00Z"}`).Entities[0].Outcome)
 		assert.Equal(t, intake.OutcomeUpdated, deliver("groups_merge", `{"id":"sg-m","name":"two","at":"2026-01-03T00:00:00Z"}`).Entities[0].Outcome)
 		var e intake.Entity
-		s.request("GET", "/api/v1/entities/support_group/sg-m", nil, true, &e)
+		s.request("GET", "/api/v1/entities/team/sg-m", nil, true, &e)
 		assert.Equal(t, "T", e.Title, "merge keeps the title it did not map")
 		assert.Equal(t, "two", e.Properties["name"])
 		e = intake.Entity{}
 		res := deliver("groups_merge", `{"id":"sg-m","name":"old","at":"2026-01-01T00:00:00Z"}`)
 		assert.Equal(t, intake.OutcomeSkipped, res.Entities[0].Outcome)
-		s.request("GET", "/api/v1/entities/support_group/sg-m", nil, true, &e)
+		s.request("GET", "/api/v1/entities/team/sg-m", nil, true, &e)
 		assert.Equal(t, "two", e.Properties["name"], "an older event never overwrites newer data")
 		assert.Equal(t, intake.OutcomeUnchanged, deliver("groups_merge", `{"id":"sg-m","name":"two","at":"2026-01-04T00:00:00Z"}`).Entities[0].Outcome)
 		assert.Equal(t, intake.OutcomeUpdated, deliver("groups_replace", `{"id":"sg-m","name":"three"}`).Entities[0].Outcome)
 		var replaced intake.Entity
-		s.request("GET", "/api/v1/entities/support_group/sg-m", nil, true, &replaced)
+		s.request("GET", "/api/v1/entities/team/sg-m", nil, true, &replaced)
 		assert.Equal(t, "", replaced.Title, "replace makes the entity exactly the mapping's result")
 		assert.Equal(t, map[string]any{"name": "three"}, replaced.Properties)
 		var skips []intake.AuditEntry
@@ -326,7 +348,18 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		var failures []intake.AuditEntry
 		s.request("GET", "/api/v1/audit_logs?status=FAILURE&entity_template=sonar_project&origin=WEBHOOK", nil, true, &failures)
 		require.Len(t, failures, 1)
-		assert.Equal(t, "my_project", failures[0].Context.Entity)
+		assert.Equal(t, "invalid_entity", failures[0].Context.Entity)
+		assert.Equal(t, "Relation 'github_repo' does not exist", failures[0].Message)
+		assert.Equal(t, map[string]any{"relation": "github_repository", "target_template": "github_repository"}, failures[0].Details)
+		// trigger.at has exactly three fraction digits, UTC, like the seed's 2025-11-02T06:03:25.333Z.
+		var raw []map[string]any
+		s.request("GET", "/api/v1/audit_logs?limit=1000", nil, true, &raw)
+		require.Len(t, raw, len(all))
+		millis := regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$`)
+		for _, e := range raw {
+			at := e["trigger"].(map[string]any)["at"].(string)
+			assert.Regexp(t, millis, at)
+		}
 		from := all[0].Trigger.At.Add(time.Millisecond).Format(time.RFC3339Nano)
 		var none []intake.AuditEntry
 		s.request("GET", "/api/v1/audit_logs?from="+from, nil, true, &none)
@@ -368,7 +401,7 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		// A write served by another process is live here within 2 s, without a restart.
 		code, _ = other.post("late_hook", []byte(`{"id":"x"}`), nil)
 		require.Equal(t, 404, code)
-		putIntegration(t, s, `{"identifier":"late_hook","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`)
+		putIntegration(t, s, `{"identifier":"late_hook","security":{"scheme":"none","allow_unsigned":true},"mappings":[{"template":"team","entity":{"identifier":".id"}}]}`)
 		// Each process polls the config version every second; 3 s leaves room for a busy machine.
 		require.Eventually(t, func() bool {
 			code, _ := other.post("late_hook", []byte(`{"id":"x"}`), nil)
@@ -380,14 +413,14 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		s.kill()
 		s.start()
 		var e intake.Entity
-		code, _ := s.request("GET", "/api/v1/entities/github_repository/octo-org_checkout-api", nil, true, &e)
+		code, _ := s.request("GET", "/api/v1/entities/github_repository/octo-org_care_back", nil, true, &e)
 		require.Equal(t, 200, code)
-		assert.Equal(t, "checkout-api", e.Title)
+		assert.Equal(t, "care_back", e.Title)
 		var tpls []intake.Template
 		s.request("GET", "/api/v1/templates", nil, true, &tpls)
-		assert.Len(t, tpls, 8, "examples are not loaded twice; the team and wide templates are kept")
+		assert.Len(t, tpls, 8, "examples are not loaded twice; the squad and wide templates are kept")
 		// The old workflows are still visible, and new deliveries work.
-		_, err := s.waitWorkflow("ingest.github_repos.dup-delivery-1")
+		_, err := s.waitWorkflow("ingest.github_keyed.dup-delivery-1")
 		require.NoError(t, err)
 		code, out := s.post("groups_merge", []byte(`{"id":"after-restart","name":"r"}`), nil)
 		require.Equal(t, 202, code)
@@ -406,8 +439,8 @@ func putIntegration(t testing.TB, s *stack, doc string) {
 	require.Contains(t, []int{200, 201}, code, "%v", out)
 }
 
-// runSample posts one example delivery and checks what it must produce.
-func runSample(t *testing.T, s *stack, smp examples.Sample, sec *intake.Security) {
+// runSample posts one example delivery, checks what it must produce and returns its workflow ID.
+func runSample(t *testing.T, s *stack, smp examples.Sample, sec *intake.Security) string {
 	code, out := s.post(smp.Integration, smp.Body, sign(sec, smp.Body, smp.Headers))
 	require.Equal(t, http.StatusAccepted, code, "%v", out)
 	res, err := s.waitWorkflow(out["workflow_id"].(string))
@@ -459,5 +492,9 @@ func runSample(t *testing.T, s *stack, smp examples.Sample, sec *intake.Security
 		if want.Message != "" {
 			assert.Equal(t, want.Message, got.Message)
 		}
+		if want.Details != nil {
+			assert.Equal(t, want.Details, got.Details)
+		}
 	}
+	return out["workflow_id"].(string)
 }

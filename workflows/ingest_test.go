@@ -52,7 +52,7 @@ func (s *IngestSuite) SetupTest() {
 		Identifier: "groups",
 		Security:   &intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: secret, Scheme: "hmac-sha256"},
 		Mappings: []intake.Mapping{{
-			Template: "support_group", Filter: ".kind == \"groups\"", ItemsToParse: ".groups",
+			Template: "team", Filter: ".kind == \"groups\"", ItemsToParse: ".groups",
 			Entity: intake.EntityMapping{Identifier: ".item.id", Properties: map[string]string{"name": ".item.name"}},
 		}},
 	}

@@ -196,7 +196,7 @@ Try it: post a signed GitHub "repository created" event:
 
 then look at the entity and the audit log:
 
-  curl -s -H 'Authorization: Bearer %s' %s/api/v1/entities/github_repository/octo-org_checkout-api
+  curl -s -H 'Authorization: Bearer %s' %s/api/v1/entities/github_repository/octo-org_care_back
   curl -s -H 'Authorization: Bearer %s' %s/api/v1/audit_logs
 
 `, took.Seconds(), p.httpURL, uiURL, cfg.TemporalNamespace, temporalAddr, mongoURI, cfg.MongoDatabase, kafkaLine(cfg),
