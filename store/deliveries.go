@@ -56,8 +56,9 @@ func (d *deliveryDoc) record() intake.DeliveryRecord {
 	return intake.DeliveryRecord{
 		ID: d.ID, Integration: d.Integration, Key: d.Key, Origin: d.Origin, Status: d.Status,
 		Body: body, BodyEncoding: enc, ContentType: d.ContentType,
-		Headers: d.Headers, Meta: d.Meta, ReceivedAt: d.ReceivedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
-		WorkflowID: d.WorkflowID, RunID: d.RunID, Error: d.Error, Mappings: d.Mappings, Entities: d.Entities, Replays: d.Replays,
+		Headers: unescapeStrings(d.Headers), Meta: unescapeMap(d.Meta), ReceivedAt: d.ReceivedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
+		WorkflowID: d.WorkflowID, RunID: d.RunID, Error: d.Error, Mappings: d.Mappings,
+		Entities: escapeChanges(d.Entities, unescapeMap), Replays: d.Replays,
 	}
 }
 
@@ -79,7 +80,7 @@ func insertFields(d intake.Delivery) bson.D {
 	return bson.D{
 		{Key: "integration", Value: d.Integration}, {Key: "key", Value: d.Key}, {Key: "origin", Value: d.Origin},
 		{Key: "body", Value: body}, {Key: "body_encoding", Value: enc}, {Key: "content_type", Value: d.Headers["content-type"]},
-		{Key: "headers", Value: d.Headers}, {Key: "meta", Value: d.Meta},
+		{Key: "headers", Value: escapeStrings(d.Headers)}, {Key: "meta", Value: escapeMap(d.Meta)},
 		{Key: "received_at", Value: d.ReceivedAt.UTC()},
 	}
 }
@@ -125,7 +126,7 @@ type DeliveryOutcome struct {
 func (s *Store) RecordOutcome(ctx context.Context, d intake.Delivery, o DeliveryOutcome) error {
 	set := bson.D{
 		{Key: "status", Value: o.Status}, {Key: "error", Value: o.Error}, {Key: "mappings", Value: o.Mappings},
-		{Key: "entities", Value: o.Entities}, {Key: "updated_at", Value: time.Now().UTC()},
+		{Key: "entities", Value: escapeChanges(o.Entities, escapeMap)}, {Key: "updated_at", Value: time.Now().UTC()},
 		{Key: "workflow_id", Value: o.WorkflowID}, {Key: "run_id", Value: o.RunID},
 	}
 	update := bson.D{{Key: "$set", Value: set}}

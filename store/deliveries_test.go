@@ -68,3 +68,32 @@ func TestDeliveryBodies(t *testing.T) {
 		assert.Equal(t, n, len(page)+len(rest), "nothing skipped between pages")
 	})
 }
+
+// Keys the server refuses ("." inside, "$" first) in headers, meta and mapped properties are
+// stored and read back as they were, so such a delivery never fails its writes forever.
+func TestKeysTheServerRefuses(t *testing.T) {
+	s, _, _ := open(t)
+	ctx := context.Background()
+	d := intake.Delivery{ID: "keys.1", Integration: "keys", Key: "1", Origin: intake.OriginWebhook, Body: []byte(`{}`),
+		Headers: map[string]string{"x.dotted": "v", "$dollar": "w"}, Meta: map[string]any{"a.b": map[string]any{"$c": 1.0}},
+		ReceivedAt: time.Now().UTC()}
+	require.NoError(t, s.RecordAccepted(ctx, d, "wf", "run"))
+	props := map[string]any{"document": map[string]any{"sonar.analysis.repository": "r", "$set": []any{map[string]any{"a.b": "c"}}}}
+	require.NoError(t, s.RecordOutcome(ctx, d, store.DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "wf", RunID: "run",
+		Entities: []intake.EntityChange{{Template: "t", Identifier: "x", Properties: props}}}))
+	r, err := s.GetDelivery(ctx, "keys.1")
+	require.NoError(t, err)
+	assert.Equal(t, d.Headers, r.Headers)
+	assert.Equal(t, d.Meta, r.Meta)
+	assert.Equal(t, props, r.Entities[0].Properties)
+
+	now := time.Now().UTC()
+	doc := &store.EntityDoc{ID: "t/x", Template: "t", Identifier: "x", Properties: props, Relations: map[string]any{}, CreatedAt: now, UpdatedAt: now}
+	require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc}}))
+	e, err := s.GetEntity(ctx, "t", "x")
+	require.NoError(t, err)
+	assert.Equal(t, props, e.Properties)
+	docs, err := s.EntitiesByID(ctx, []string{"t/x"})
+	require.NoError(t, err)
+	assert.Equal(t, props, docs["t/x"].Properties)
+}

@@ -68,6 +68,7 @@ func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*Ent
 			if err != nil {
 				return nil, fmt.Errorf("find entity %s: %w", id, err)
 			}
+			d.loaded()
 			out[id] = &d
 		}
 		return out, nil
@@ -83,6 +84,7 @@ func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*Ent
 			return nil, fmt.Errorf("find entities: %w", err)
 		}
 		for i := range docs {
+			docs[i].loaded()
 			out[docs[i].ID] = &docs[i]
 		}
 	}
@@ -135,7 +137,7 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 			}
 			w.Doc.Rev = w.Rev + 1
 			// A new entity is inserted; an existing one is replaced only at the revision read.
-			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc).SetUpsert(w.Rev == 0 || s.idOnly))
+			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc.stored()).SetUpsert(w.Rev == 0 || s.idOnly))
 		}
 		res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
 		if mongo.IsDuplicateKeyError(err) {
@@ -197,6 +199,7 @@ func (s *Store) GetEntity(ctx context.Context, template, identifier string) (*in
 	if err != nil {
 		return nil, fmt.Errorf("get entity %s/%s: %w", template, identifier, err)
 	}
+	d.loaded()
 	e := d.Entity()
 	return &e, nil
 }
@@ -230,6 +233,7 @@ func (s *Store) ListEntities(ctx context.Context, template string, limit int, cu
 	}
 	out := make([]intake.Entity, len(docs))
 	for i := range docs {
+		docs[i].loaded()
 		out[i] = docs[i].Entity()
 	}
 	return out, next, nil
