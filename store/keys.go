@@ -49,8 +49,12 @@ func mapKeys(v any, hit func(string) bool, r *strings.Replacer) any {
 	return v
 }
 
-func escapeStrings(m map[string]string) map[string]string   { return stringKeys(m, needsEscape, escapeKey) }
-func unescapeStrings(m map[string]string) map[string]string { return stringKeys(m, isEscaped, unescapeKey) }
+func escapeStrings(m map[string]string) map[string]string {
+	return stringKeys(m, needsEscape, escapeKey)
+}
+func unescapeStrings(m map[string]string) map[string]string {
+	return stringKeys(m, isEscaped, unescapeKey)
+}
 
 func stringKeys(m map[string]string, hit func(string) bool, r *strings.Replacer) map[string]string {
 	if m == nil {
