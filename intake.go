@@ -40,13 +40,15 @@ type Relation struct {
 
 // Integration is one source's operator-configured rules.
 type Integration struct {
-	Identifier        string    `json:"identifier"`
-	Title             string    `json:"title,omitempty"`
-	Description       string    `json:"description,omitempty"`
-	Enabled           *bool     `json:"enabled,omitempty"`
-	Source            *Source   `json:"source,omitempty"`
-	Security          *Security `json:"security,omitempty"`
-	RequestIdentifier string    `json:"request_identifier,omitempty"`
+	Identifier  string    `json:"identifier"`
+	Title       string    `json:"title,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Enabled     *bool     `json:"enabled,omitempty"`
+	Source      *Source   `json:"source,omitempty"`
+	Security    *Security `json:"security,omitempty"`
+	// AllowUnsigned lets a webhook integration without security accept unsigned deliveries.
+	AllowUnsigned     bool   `json:"allow_unsigned,omitempty"`
+	RequestIdentifier string `json:"request_identifier,omitempty"`
 	// Hydration is kept as written so that unknown fields are reported by name (mappings.Compile).
 	Hydration json.RawMessage `json:"hydration,omitempty"`
 	// Credentials are named secrets for hydration headers ("secret:NAME"); encrypted at rest,
@@ -97,6 +99,11 @@ type HydrationRoute struct {
 
 // SecretRef prefixes a hydration header value that names an entry of credentials.
 const SecretRef = "secret:"
+
+// Unsigned reports whether the integration takes unsigned webhooks (it says so explicitly).
+func (i *Integration) Unsigned() bool {
+	return i.AllowUnsigned || (i.Security != nil && i.Security.AllowUnsigned)
+}
 
 // IsEnabled reports whether deliveries are accepted; absent means enabled.
 func (i *Integration) IsEnabled() bool { return i.Enabled == nil || *i.Enabled }

@@ -211,6 +211,11 @@ func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (
 	if err != nil {
 		return "", err
 	}
+	if in.SourceKind() == intake.SourceWebhook && in.Security == nil && !in.Unsigned() {
+		// Unsigned by default would accept anything from anyone: it must be asked for.
+		return "", &mappings.ConfigError{Problems: []mappings.FieldError{{Field: "security",
+			Message: `a webhook integration needs security, or "allow_unsigned": true to accept unsigned deliveries`}}}
+	}
 	if err := s.checkHydrationTargets(p); err != nil {
 		return "", err
 	}

@@ -188,6 +188,21 @@ func TestSeedBundles(t *testing.T) {
 		assert.Equal(t, intake.DeliverySucceeded, res.Outcome)
 	})
 
+	t.Run("a webhook integration without security must say allow_unsigned", func(t *testing.T) {
+		var e struct {
+			Error   string
+			Details []struct{ Field, Message string }
+		}
+		doc := `{"mappings":[{"template":"shop_order","entity":{"identifier":".id","properties":{"number":".n","status":".s"}}}]}`
+		code, _ := s.request("PUT", "/api/v1/integrations/open_hook", []byte(doc), true, &e)
+		require.Equal(t, 400, code)
+		require.NotEmpty(t, e.Details)
+		assert.Equal(t, "security", e.Details[0].Field)
+		putIntegration(t, s, `{"identifier":"open_hook","allow_unsigned":true,`+doc[1:])
+		code, out := postPath(t, s, "open_hook", "", []byte(`{"id":"o1","n":1,"s":"new"}`), nil)
+		assert.Equal(t, 202, code, "%v", out)
+	})
+
 	t.Run("configuration the product cannot honour is a 400 naming the field", func(t *testing.T) {
 		cases := map[string]struct{ doc, field string }{
 			"unknown hydration field": {`{"hydration":{"url":"` + api.URL + `/x/{id}","callback":"yes"}}`, "hydration.callback"},

@@ -112,6 +112,11 @@ func (r *Receiver) receive(c *gin.Context) {
 	}
 	received := time.Now().UTC()
 	headers := Headers(c.Request.Header)
+	if in.Security == nil && !in.Unsigned() {
+		// Stored before security was required: refuse rather than accept anything.
+		r.refuse(c, in.Identifier, received, &signature.Error{Reason: "signature required: the integration has no security and does not allow unsigned deliveries"})
+		return
+	}
 	credential, err := signature.Verify(in.Security, headers, body, received)
 	if err != nil {
 		r.refuse(c, in.Identifier, received, err)
