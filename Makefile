@@ -19,8 +19,19 @@ run: build ## run everything on this machine (intake dev): Temporal + UI :8233, 
 	./$(BIN) dev
 
 .PHONY: test
-test: lint ## lint, then unit, workflow and end-to-end tests
+test: lint ## lint, then unit, workflow and end-to-end tests, then a short fuzz run
 	$(GO) test -count=1 -timeout 25m $(PKGS)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# Native Go fuzz targets: signature verification, delivery keys, JQ compilation and evaluation.
+FUZZ_TARGETS := ./signature:FuzzVerify ./starters:FuzzDeliveryKey ./mappings:FuzzCompileAndRun
+FUZZTIME ?= 2m
+
+.PHONY: fuzz
+fuzz: ## fuzz every target for FUZZTIME each (default 2m; make test runs 5s each)
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 .PHONY: test-unit
 test-unit: ## unit and workflow tests only (no servers)
