@@ -345,6 +345,9 @@ func runReplay(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("%s started=%v succeeded=%v failed=%v\n", p.Status, p.Progress["started"], p.Progress["succeeded"], p.Progress["failed"])
 		if p.Status != "Running" {
+			if n, _ := p.Progress["failed"].(float64); n > 0 {
+				return fmt.Errorf("bulk replay %s: %v deliveries failed again", id, n)
+			}
 			return nil
 		}
 		select {
@@ -356,6 +359,13 @@ func runReplay(ctx context.Context, args []string) error {
 	return nil
 }
 
+func failureText(f *intake.Failure) string {
+	if f == nil {
+		return "see the delivery"
+	}
+	return f.Type + ": " + f.Message
+}
+
 func waitDelivery(ctx context.Context, c *adminClient, id, workflowID string) error {
 	for {
 		var d intake.DeliveryRecord
@@ -365,6 +375,10 @@ func waitDelivery(ctx context.Context, c *adminClient, id, workflowID string) er
 		for _, r := range d.Replays {
 			if r.WorkflowID == workflowID {
 				fmt.Printf("%s %s\n", id, r.Status)
+				if r.Status == intake.DeliveryFailed {
+					// Scripts can tell: the replay ran and failed again.
+					return fmt.Errorf("replay of %s failed: %s", id, failureText(d.Error))
+				}
 				return nil
 			}
 		}
