@@ -18,6 +18,8 @@ type Activities struct {
 	Log     *slog.Logger
 	// HydrationAllow lists the private targets hydration may fetch (INTAKE_HYDRATION_ALLOW).
 	HydrationAllow []string
+	// MaxEntities caps the entities of one delivery (INTAKE_MAX_ENTITIES; 0: the default 1,000).
+	MaxEntities int
 
 	fetchers fetchers
 }

@@ -40,6 +40,7 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 		return nil, err
 	}
 	env := mappings.EnvOf(in.Delivery)
+	env.MaxEntities = a.MaxEntities
 	if h := in.Hydrated; h != nil && h.Operation != "" && p.Hydration != nil {
 		var doc any
 		if len(h.Document) > 0 {

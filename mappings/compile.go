@@ -97,6 +97,18 @@ type Env struct {
 	Meta         map[string]any
 	Notification any
 	Budget       time.Duration
+	// MaxEntities bounds the entities one delivery may produce (0: DefaultMaxEntities).
+	MaxEntities int
+}
+
+// DefaultMaxEntities is the default cap on entities per delivery.
+const DefaultMaxEntities = 1000
+
+func (env Env) maxEntities() int {
+	if env.MaxEntities > 0 {
+		return env.MaxEntities
+	}
+	return DefaultMaxEntities
 }
 
 func (env Env) vars() []any {

@@ -46,6 +46,12 @@ func (p *Program) mapWith(ctx context.Context, payload any, env Env, templates m
 			continue
 		}
 		outcomes = append(outcomes, mo)
+		if max := env.maxEntities(); len(changes)+len(items) > max {
+			// Bounded: a delivery's changes travel through the workflow history.
+			c := cm.newChange(-1)
+			c.Fail(intake.ErrMapping, fmt.Sprintf("the delivery maps to more than %d entities (the limit, INTAKE_MAX_ENTITIES); nothing was written", max))
+			return outcomes, []intake.EntityChange{c}
+		}
 		for i, input := range items {
 			c := cm.newChange(i)
 			if err := cm.fill(ctx, &c, input, env, templates[cm.Mapping.Template]); err != nil {

@@ -32,6 +32,7 @@ type settings struct {
 	KafkaAddr         string
 	PubSubProject     string
 	HydrationAllow    string
+	MaxEntities       int
 }
 
 // bind declares the flags, with defaults taken from the environment.
@@ -64,6 +65,8 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.KafkaAddr, "kafka-addr", "INTAKE_KAFKA_ADDR", "127.0.0.1:9092", "dev: embedded Kafka broker address")
 	maxBody, _ := strconv.ParseInt(envOr("INTAKE_MAX_BODY_BYTES", "1048576"), 10, 64)
 	fs.Int64Var(&s.MaxBody, "max-body-bytes", maxBody, "webhook body limit ($INTAKE_MAX_BODY_BYTES)")
+	maxEntities, _ := strconv.Atoi(envOr("INTAKE_MAX_ENTITIES", "1000"))
+	fs.IntVar(&s.MaxEntities, "max-entities", maxEntities, "entities one delivery may produce; above it the delivery fails ($INTAKE_MAX_ENTITIES)")
 	examples := envOr("INTAKE_LOAD_EXAMPLES", "true") != "false"
 	fs.BoolVar(&s.LoadExamples, "examples", examples, "dev: load examples/ on the first start ($INTAKE_LOAD_EXAMPLES)")
 }
