@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -33,7 +34,7 @@ func TestSeedBundles(t *testing.T) {
 	up := upstream.New()
 	api := httptest.NewServer(up)
 	defer api.Close()
-	s := startDev(t, "INTAKE_HYDRATION_ALLOW=127.0.0.1")
+	s := startDev(t, "INTAKE_HYDRATION_ALLOW=127.0.0.1", "INTAKE_RECONCILE_EVERY=1s", "INTAKE_RECONCILE_AFTER=2s")
 
 	bundles, err := examples.Bundles()
 	require.NoError(t, err)
@@ -162,6 +163,24 @@ func TestSeedBundles(t *testing.T) {
 		res, err := s.waitWorkflow(out["workflow_id"].(string))
 		require.NoError(t, err)
 		assert.Equal(t, intake.DeliverySucceeded, res.Outcome)
+	})
+
+	t.Run("a delivery whose workflow closed without an outcome is repaired, never left accepted", func(t *testing.T) {
+		up.Set("/orders/ord_orphan", []byte(`{"id":"ord_orphan","number":3,"status":"paid"}`))
+		up.Fail("/orders/ord_orphan", http.StatusServiceUnavailable) // keeps the workflow retrying
+		code, _, wid := orders(t, "ord_orphan")
+		require.Equal(t, 202, code)
+		require.Eventually(t, func() bool { return countGets(up, "/orders/ord_orphan") >= 1 }, 30*time.Second, 100*time.Millisecond)
+		require.NoError(t, s.temporal.TerminateWorkflow(context.Background(), wid, "", "operator stopped it"))
+		var d intake.DeliveryRecord
+		require.Eventually(t, func() bool {
+			s.request("GET", "/api/v1/deliveries/"+strings.TrimPrefix(wid, "ingest."), nil, true, &d)
+			return d.Status == intake.DeliveryFailed
+		}, 30*time.Second, 200*time.Millisecond)
+		require.NotNil(t, d.Error)
+		assert.Equal(t, "WorkflowClosed", d.Error.Type)
+		assert.Contains(t, d.Error.Message, "TERMINATED")
+		up.Fail("/orders/ord_orphan", 0)
 	})
 
 	t.Run("hydration: a redirect to a private address is refused", func(t *testing.T) {

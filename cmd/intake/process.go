@@ -82,6 +82,11 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 		if err := p.worker.Start(); err != nil {
 			return nil, fmt.Errorf("start worker: %w", err)
 		}
+		if cfg.ReconcileEvery > 0 {
+			rec := &starters.Reconciler{Client: p.client, Store: p.store, Log: log.With("component", "reconciler"),
+				Every: cfg.ReconcileEvery, After: cfg.ReconcileAfter}
+			go rec.Run(bg)
+		}
 	}
 	starter := &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue}
 	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // settings are the process configuration: every one has a flag and an environment variable.
@@ -33,6 +34,8 @@ type settings struct {
 	PubSubProject     string
 	HydrationAllow    string
 	MaxEntities       int
+	ReconcileEvery    time.Duration
+	ReconcileAfter    time.Duration
 }
 
 // bind declares the flags, with defaults taken from the environment.
@@ -67,6 +70,10 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	fs.Int64Var(&s.MaxBody, "max-body-bytes", maxBody, "webhook body limit ($INTAKE_MAX_BODY_BYTES)")
 	maxEntities, _ := strconv.Atoi(envOr("INTAKE_MAX_ENTITIES", "1000"))
 	fs.IntVar(&s.MaxEntities, "max-entities", maxEntities, "entities one delivery may produce; above it the delivery fails ($INTAKE_MAX_ENTITIES)")
+	every, _ := time.ParseDuration(envOr("INTAKE_RECONCILE_EVERY", "1m"))
+	fs.DurationVar(&s.ReconcileEvery, "reconcile-every", every, "worker: how often deliveries left accepted are checked ($INTAKE_RECONCILE_EVERY)")
+	after, _ := time.ParseDuration(envOr("INTAKE_RECONCILE_AFTER", "10m"))
+	fs.DurationVar(&s.ReconcileAfter, "reconcile-after", after, "worker: age of an accepted delivery before its workflow is checked ($INTAKE_RECONCILE_AFTER)")
 	examples := envOr("INTAKE_LOAD_EXAMPLES", "true") != "false"
 	fs.BoolVar(&s.LoadExamples, "examples", examples, "dev: load examples/ on the first start ($INTAKE_LOAD_EXAMPLES)")
 }
