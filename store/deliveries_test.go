@@ -97,3 +97,27 @@ func TestKeysTheServerRefuses(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, props, docs["t/x"].Properties)
 }
+
+func TestRetention(t *testing.T) {
+	s, _, _ := open(t)
+	ctx := context.Background()
+	old, recent := time.Now().UTC().Add(-48*time.Hour), time.Now().UTC()
+	for i, at := range []time.Time{old, recent} {
+		id := []string{"ret.old", "ret.new"}[i]
+		require.NoError(t, s.RecordAccepted(ctx, intake.Delivery{ID: id, Integration: "ret", Key: id, Origin: intake.OriginWebhook,
+			Body: []byte(`{}`), ReceivedAt: at}, "wf", "run"))
+		require.NoError(t, s.InsertAudit(ctx, []intake.AuditEntry{{ID: id, Action: "CREATE", ResourceType: "entity", Status: "SUCCESS",
+			Trigger: intake.AuditTrigger{At: at, By: intake.AuditBy{IntegrationID: "ret"}, Origin: intake.OriginWebhook}}}))
+	}
+	d, a, err := s.Expire(ctx, time.Now().Add(-24*time.Hour), time.Time{})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), d)
+	assert.Equal(t, int64(0), a, "audit retention off by default")
+	_, err = s.GetDelivery(ctx, "ret.old")
+	assert.ErrorIs(t, err, store.ErrNotFound)
+	_, err = s.GetDelivery(ctx, "ret.new")
+	assert.NoError(t, err)
+	_, a, err = s.Expire(ctx, time.Time{}, time.Now().Add(-24*time.Hour))
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), a)
+}

@@ -87,6 +87,9 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 				Every: cfg.ReconcileEvery, After: cfg.ReconcileAfter}
 			go rec.Run(bg)
 		}
+		if cfg.DeliveryRetention > 0 || cfg.AuditRetention > 0 {
+			go p.expire(bg, cfg.DeliveryRetention, cfg.AuditRetention)
+		}
 	}
 	starter := &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue}
 	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready,
@@ -135,6 +138,30 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 		}
 	}()
 	return p, nil
+}
+
+// expire deletes what is past its retention, at start and then hourly.
+func (p *process) expire(ctx context.Context, deliveries, audit time.Duration) {
+	cutoff := func(keep time.Duration) time.Time {
+		if keep <= 0 {
+			return time.Time{}
+		}
+		return time.Now().Add(-keep)
+	}
+	for {
+		d, a, err := p.store.Expire(ctx, cutoff(deliveries), cutoff(audit))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			p.log.Warn("retention sweep failed", "err", err)
+		case d+a > 0:
+			p.log.Info("retention sweep", "deliveries_deleted", d, "audit_entries_deleted", a)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
 }
 
 // ready is /readyz: Temporal, the store, the worker and the config cache.

@@ -36,6 +36,8 @@ type settings struct {
 	MaxEntities       int
 	ReconcileEvery    time.Duration
 	ReconcileAfter    time.Duration
+	DeliveryRetention time.Duration
+	AuditRetention    time.Duration
 }
 
 // bind declares the flags, with defaults taken from the environment.
@@ -74,6 +76,10 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&s.ReconcileEvery, "reconcile-every", every, "worker: how often deliveries left accepted are checked ($INTAKE_RECONCILE_EVERY)")
 	after, _ := time.ParseDuration(envOr("INTAKE_RECONCILE_AFTER", "10m"))
 	fs.DurationVar(&s.ReconcileAfter, "reconcile-after", after, "worker: age of an accepted delivery before its workflow is checked ($INTAKE_RECONCILE_AFTER)")
+	keepDeliveries, _ := time.ParseDuration(envOr("INTAKE_DELIVERY_RETENTION", "720h"))
+	fs.DurationVar(&s.DeliveryRetention, "delivery-retention", keepDeliveries, "worker: delivery records (and their bodies) older than this are deleted; 0 keeps them ($INTAKE_DELIVERY_RETENTION)")
+	keepAudit, _ := time.ParseDuration(envOr("INTAKE_AUDIT_RETENTION", "0"))
+	fs.DurationVar(&s.AuditRetention, "audit-retention", keepAudit, "worker: audit entries older than this are deleted; 0 (default) keeps them ($INTAKE_AUDIT_RETENTION)")
 	examples := envOr("INTAKE_LOAD_EXAMPLES", "true") != "false"
 	fs.BoolVar(&s.LoadExamples, "examples", examples, "dev: load examples/ on the first start ($INTAKE_LOAD_EXAMPLES)")
 }
