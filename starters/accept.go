@@ -82,7 +82,11 @@ func (a *Acceptor) Accept(ctx context.Context, d *intake.Delivery) (Accepted, er
 	}
 	if a.RecordAtOnce && !started.Duplicate {
 		// The workflow records the delivery too when it ends; this makes it visible at once.
-		if err := a.Store.RecordAccepted(ctx, *d, started.WorkflowID, started.RunID); err != nil {
+		// Bounded: with the store down the sender still gets its 202 at once.
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := a.Store.RecordAccepted(rctx, *d, started.WorkflowID, started.RunID)
+		cancel()
+		if err != nil {
 			a.Log.Warn("recording the accepted delivery failed; its workflow will", "delivery_id", d.ID, "err", err)
 		}
 	}

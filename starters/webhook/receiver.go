@@ -147,7 +147,9 @@ func (r *Receiver) receive(c *gin.Context) {
 		if reason != "" {
 			// Authenticated but unusable: the sender learns why, the operator sees it too.
 			d.Key = strings.ToLower(ulid.Make().String())
-			if err := r.Accept.Reject(c.Request.Context(), &d, reason); err != nil {
+			rctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+			defer cancel()
+			if err := r.Accept.Reject(rctx, &d, reason); err != nil {
 				r.Log.Warn("recording a rejected delivery failed", "integration", in.Identifier, "err", err)
 			}
 			Abort(c, http.StatusBadRequest, "invalid_json", reason, gin.H{"delivery_id": d.ID})
@@ -258,7 +260,9 @@ func (r *Receiver) refuse(c *gin.Context, integration string, at time.Time, err 
 		Message:      err.Error(),
 		Status:       intake.StatusFailure,
 	}
-	if aerr := r.Store.InsertAudit(c.Request.Context(), []intake.AuditEntry{entry}); aerr != nil {
+	actx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if aerr := r.Store.InsertAudit(actx, []intake.AuditEntry{entry}); aerr != nil {
 		r.Log.Error("audit of refused signature failed", "integration", integration, "err", aerr)
 	}
 	Abort(c, http.StatusUnauthorized, "signature_invalid", err.Error(), nil)
