@@ -89,7 +89,12 @@ func (s *Server) readyz(c *gin.Context) {
 		webhook.Abort(c, http.StatusServiceUnavailable, "not_ready", publicReason(err), nil)
 		return
 	}
-	c.PureJSON(http.StatusOK, gin.H{"status": "ready", "config_version": s.Catalog.Version()})
+	ans := gin.H{"status": "ready", "config_version": s.Catalog.Version()}
+	// Ready still: every other integration works; these answer deliveries with the reason.
+	if broken := s.Catalog.Broken(); len(broken) > 0 {
+		ans["broken_integrations"] = broken
+	}
+	c.PureJSON(http.StatusOK, ans)
 }
 
 func (s *Server) auth(c *gin.Context) {
@@ -106,6 +111,9 @@ func (s *Server) storeError(c *gin.Context, what string, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		webhook.Abort(c, http.StatusNotFound, "not_found", what+" not found", nil)
+	case errors.Is(err, store.ErrUndecryptable):
+		webhook.Abort(c, http.StatusConflict, "integration_undecryptable", err.Error()+
+			"; add the key it was written with to INTAKE_SECRET_KEYS, or PUT it again with its secrets", nil)
 	case errors.Is(err, store.ErrBadCursor):
 		webhook.Abort(c, http.StatusBadRequest, "invalid_cursor", "cursor is not one this API gave", nil)
 	default:

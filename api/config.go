@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 
 	"github.com/gin-gonic/gin"
 
@@ -13,6 +14,7 @@ import (
 	"intake/activities"
 	"intake/mappings"
 	"intake/starters/webhook"
+	"intake/store"
 )
 
 func (s *Server) listTemplates(c *gin.Context) {
@@ -119,11 +121,19 @@ func (s *Server) writeError(c *gin.Context, what string, err error) {
 func (s *Server) deleteTemplate(c *gin.Context) {
 	id := c.Param("id")
 	ctx := c.Request.Context()
-	tpls, ints, err := s.Store.LoadConfig(ctx)
+	tpls, ints, broken, err := s.Store.LoadConfig(ctx)
 	if err != nil {
 		s.storeError(c, "config", err)
 		return
 	}
+	// An integration whose secrets do not decrypt still uses templates through its mappings.
+	for _, err := range broken {
+		var u *store.UndecryptableError
+		if errors.As(err, &u) {
+			ints = append(ints, *u.Integration)
+		}
+	}
+	sort.Slice(ints, func(i, j int) bool { return ints[i].Identifier < ints[j].Identifier })
 	var users []string
 	for _, in := range ints {
 		for _, m := range in.Mappings {
@@ -152,16 +162,35 @@ func (s *Server) deleteTemplate(c *gin.Context) {
 	c.Status(http.StatusNoContent)
 }
 
+// listedIntegration is a list item: an integration whose secrets do not decrypt is listed
+// (secrets masked) with status "undecryptable" and the reason.
+type listedIntegration struct {
+	intake.Integration
+	Status string `json:"status,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
 func (s *Server) listIntegrations(c *gin.Context) {
-	ints, err := s.Store.ListIntegrations(c.Request.Context())
+	ints, broken, err := s.Store.ListIntegrations(c.Request.Context())
 	if err != nil {
 		s.storeError(c, "integrations", err)
 		return
 	}
+	out := make([]listedIntegration, 0, len(ints)+len(broken))
 	for i := range ints {
 		maskSecrets(&ints[i])
+		out = append(out, listedIntegration{Integration: ints[i]})
 	}
-	listAnswer(c, ints, "")
+	for id, err := range broken {
+		item := listedIntegration{Integration: intake.Integration{Identifier: id}, Status: "undecryptable", Error: err.Error()}
+		var u *store.UndecryptableError
+		if errors.As(err, &u) {
+			item.Integration = *u.Integration
+		}
+		out = append(out, item)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Identifier < out[j].Identifier })
+	listAnswer(c, out, "")
 }
 
 func (s *Server) getIntegration(c *gin.Context) {
@@ -200,12 +229,17 @@ func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (
 	for i := range tpls {
 		byID[tpls[i].Identifier] = &tpls[i]
 	}
-	// A masked secret sent back unchanged (GET, edit, PUT) keeps the stored one.
-	if prev, err := s.Store.GetIntegration(ctx, in.Identifier); err == nil {
-		keepMaskedSecrets(in, prev)
-		if sameJSON(prev, in) {
-			return Unchanged, nil
-		}
+	// A masked secret sent back unchanged (GET, edit, PUT) keeps the stored one. An integration
+	// whose secrets do not decrypt is repaired by sending them again.
+	prev, err := s.Store.GetIntegration(ctx, in.Identifier)
+	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrUndecryptable) {
+		return "", err
+	}
+	if err := keepMaskedSecrets(in, prev); err != nil {
+		return "", err
+	}
+	if prev != nil && sameJSON(prev, in) {
+		return Unchanged, nil
 	}
 	p, err := mappings.Compile(*in, byID)
 	if err != nil {
@@ -273,23 +307,58 @@ func maskSecrets(in *intake.Integration) {
 	in.Security = &sec
 }
 
-func keepMaskedSecrets(in, prev *intake.Integration) {
-	for name, v := range in.Credentials {
-		if old, ok := prev.Credentials[name]; ok && v == intake.Masked {
+// keepMaskedSecrets puts the stored secret where the API's mask was sent back at the same place
+// (prev may be nil); a mask that stands for no stored value is refused rather than stored as
+// the secret.
+func keepMaskedSecrets(in, prev *intake.Integration) error {
+	errs := &mappings.ConfigError{}
+	refuse := func(field string) {
+		errs.Problems = append(errs.Problems, mappings.FieldError{Field: field,
+			Message: fmt.Sprintf("%q is the API's mask, not a secret; send the secret", intake.Masked)})
+	}
+	var prevCreds map[string]string
+	var prevSec *intake.Security
+	if prev != nil {
+		prevCreds, prevSec = prev.Credentials, prev.Security
+	}
+	if in.Security != nil {
+		if in.Security.SignatureValue == intake.Masked {
+			if prevSec != nil && prevSec.SignatureValue != "" {
+				in.Security.SignatureValue = prevSec.SignatureValue
+			} else {
+				refuse("security.signature_value")
+			}
+		}
+		for i, v := range in.Security.Secrets {
+			if v != intake.Masked {
+				continue
+			}
+			if prevSec != nil && i < len(prevSec.Secrets) && prevSec.Secrets[i] != "" {
+				in.Security.Secrets[i] = prevSec.Secrets[i]
+			} else {
+				refuse(fmt.Sprintf("security.secrets[%d]", i))
+			}
+		}
+	}
+	names := make([]string, 0, len(in.Credentials))
+	for name := range in.Credentials {
+		names = append(names, name)
+	}
+	sort.Strings(names) // problems in a stable order
+	for _, name := range names {
+		if in.Credentials[name] != intake.Masked {
+			continue
+		}
+		if old := prevCreds[name]; old != "" {
 			in.Credentials[name] = old
+		} else {
+			refuse("credentials." + name)
 		}
 	}
-	if in.Security == nil || prev.Security == nil {
-		return
+	if len(errs.Problems) > 0 {
+		return errs
 	}
-	if in.Security.SignatureValue == intake.Masked {
-		in.Security.SignatureValue = prev.Security.SignatureValue
-	}
-	for i, s := range in.Security.Secrets {
-		if s == intake.Masked && i < len(prev.Security.Secrets) {
-			in.Security.Secrets[i] = prev.Security.Secrets[i]
-		}
-	}
+	return nil
 }
 
 // checkHydrationTargets refuses, at write time, hydration URLs whose host is a literal private,

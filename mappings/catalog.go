@@ -10,10 +10,12 @@ import (
 	"intake"
 )
 
-// Source is where the catalog reads configuration from (the store).
+// Source is where the catalog reads configuration from (the store). LoadConfig's broken names
+// the integrations it could not read (secrets that do not decrypt) and why; they are kept out
+// of ints and the rest of the configuration still loads.
 type Source interface {
 	ConfigVersion(ctx context.Context) (int64, error)
-	LoadConfig(ctx context.Context) ([]intake.Template, []intake.Integration, error)
+	LoadConfig(ctx context.Context) (tpls []intake.Template, ints []intake.Integration, broken map[string]error, err error)
 }
 
 // Catalog caches the compiled configuration of one config version. Every process keeps one and
@@ -49,7 +51,7 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 	if fresh {
 		return nil
 	}
-	tpls, ints, err := c.src.LoadConfig(ctx)
+	tpls, ints, unreadable, err := c.src.LoadConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
@@ -70,11 +72,16 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 		templates[id] = ct
 	}
 	programs := map[string]*Program{}
+	// Broken integrations are kept with a reason so deliveries get a clear error instead of
+	// "unknown integration"; reasons never carry a secret.
+	for id, err := range unreadable {
+		broken[id] = err
+		c.log.Error("stored integration cannot be read", "integration", id, "err", err)
+	}
 	for _, in := range ints {
 		p, err := Compile(in, raw)
 		if err != nil {
-			// Kept as a reason so deliveries get a clear error instead of "unknown integration".
-			broken[in.Identifier] = err
+			broken[in.Identifier] = fmt.Errorf("is invalid: %w", err)
 			c.log.Error("stored integration is invalid", "integration", in.Identifier, "err", err)
 			continue
 		}
@@ -131,9 +138,21 @@ func (c *Catalog) Program(id string) (*Program, error) {
 		return p, nil
 	}
 	if err := c.broken[id]; err != nil {
-		return nil, fmt.Errorf("integration %s is invalid: %w", id, err)
+		// Reads "integration x is invalid: …" or "integration x cannot decrypt its secrets: …".
+		return nil, fmt.Errorf("integration %s %w", id, err)
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownIntegration, id)
+}
+
+// Broken returns why each stored integration that cannot be used is broken, by identifier.
+func (c *Catalog) Broken() map[string]string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string]string, len(c.broken))
+	for id, err := range c.broken {
+		out[id] = err.Error()
+	}
+	return out
 }
 
 // Template returns a compiled template, or nil.

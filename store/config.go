@@ -47,17 +47,15 @@ func (s *Store) bumpConfigVersion(ctx context.Context) error {
 	return nil
 }
 
-// LoadConfig reads every template and integration.
-func (s *Store) LoadConfig(ctx context.Context) ([]intake.Template, []intake.Integration, error) {
-	tpls, err := s.ListTemplates(ctx)
-	if err != nil {
-		return nil, nil, err
+// LoadConfig reads every template and integration; broken is as in ListIntegrations.
+func (s *Store) LoadConfig(ctx context.Context) (tpls []intake.Template, ints []intake.Integration, broken map[string]error, err error) {
+	if tpls, err = s.ListTemplates(ctx); err != nil {
+		return nil, nil, nil, err
 	}
-	ints, err := s.ListIntegrations(ctx)
-	if err != nil {
-		return nil, nil, err
+	if ints, broken, err = s.ListIntegrations(ctx); err != nil {
+		return nil, nil, nil, err
 	}
-	return tpls, ints, nil
+	return tpls, ints, broken, nil
 }
 
 // ListTemplates returns every template, sorted by identifier.
@@ -65,20 +63,25 @@ func (s *Store) ListTemplates(ctx context.Context) ([]intake.Template, error) {
 	return listConfig[intake.Template](ctx, s, colTemplates)
 }
 
-// ListIntegrations returns every integration, sorted by identifier, secrets decrypted.
-func (s *Store) ListIntegrations(ctx context.Context) ([]intake.Integration, error) {
+// ListIntegrations returns every integration whose secrets decrypt, sorted by identifier, and
+// for each other one why not (wrapping ErrUndecryptable): one such integration must not hide
+// the others.
+func (s *Store) ListIntegrations(ctx context.Context) ([]intake.Integration, map[string]error, error) {
 	ints, err := listConfig[intake.Integration](ctx, s, colIntegrations)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	out := ints[:0]
+	broken := map[string]error{}
 	for i := range ints {
-		open, err := s.openSecrets(&ints[i])
+		open, _, err := s.openSecrets(&ints[i])
 		if err != nil {
-			return nil, err
+			broken[ints[i].Identifier] = err
+			continue
 		}
-		ints[i] = *open
+		out = append(out, *open)
 	}
-	return ints, nil
+	return out, broken, nil
 }
 
 // GetTemplate returns one template or ErrNotFound.
@@ -86,13 +89,18 @@ func (s *Store) GetTemplate(ctx context.Context, id string) (*intake.Template, e
 	return getConfig[intake.Template](ctx, s, colTemplates, id)
 }
 
-// GetIntegration returns one integration (secrets decrypted) or ErrNotFound.
+// GetIntegration returns one integration (secrets decrypted), ErrNotFound, or an error
+// wrapping ErrUndecryptable.
 func (s *Store) GetIntegration(ctx context.Context, id string) (*intake.Integration, error) {
 	in, err := getConfig[intake.Integration](ctx, s, colIntegrations, id)
 	if err != nil {
 		return nil, err
 	}
-	return s.openSecrets(in)
+	open, _, err := s.openSecrets(in)
+	if err != nil {
+		return nil, fmt.Errorf("integration %s: %w", id, err)
+	}
+	return open, nil
 }
 
 // PutTemplate creates or replaces a template; created says which.
@@ -104,7 +112,7 @@ func (s *Store) PutTemplate(ctx context.Context, t *intake.Template) (created bo
 func (s *Store) PutIntegration(ctx context.Context, in *intake.Integration) (created bool, err error) {
 	sealed, err := s.sealSecrets(in)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("integration %s: %w", in.Identifier, err)
 	}
 	return s.putConfig(ctx, colIntegrations, in.Identifier, sealed)
 }
@@ -120,13 +128,9 @@ func (s *Store) DeleteIntegration(ctx context.Context, id string) error {
 }
 
 func listConfig[T any](ctx context.Context, s *Store, col string) ([]T, error) {
-	cur, err := s.db.Collection(col).Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	docs, err := listDocs(ctx, s, col)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", col, err)
-	}
-	var docs []configDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("list %s: %w", col, err)
+		return nil, err
 	}
 	out := make([]T, 0, len(docs))
 	for _, d := range docs {
@@ -139,7 +143,31 @@ func listConfig[T any](ctx context.Context, s *Store, col string) ([]T, error) {
 	return out, nil
 }
 
+func listDocs(ctx context.Context, s *Store, col string) ([]configDoc, error) {
+	cur, err := s.db.Collection(col).Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", col, err)
+	}
+	var docs []configDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("list %s: %w", col, err)
+	}
+	return docs, nil
+}
+
 func getConfig[T any](ctx context.Context, s *Store, col, id string) (*T, error) {
+	d, err := getDoc(ctx, s, col, id)
+	if err != nil {
+		return nil, err
+	}
+	var v T
+	if err := json.Unmarshal([]byte(d.Body), &v); err != nil {
+		return nil, fmt.Errorf("decode %s/%s: %w", col, id, err)
+	}
+	return &v, nil
+}
+
+func getDoc(ctx context.Context, s *Store, col, id string) (*configDoc, error) {
 	var d configDoc
 	err := s.db.Collection(col).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -148,11 +176,7 @@ func getConfig[T any](ctx context.Context, s *Store, col, id string) (*T, error)
 	if err != nil {
 		return nil, fmt.Errorf("get %s/%s: %w", col, id, err)
 	}
-	var v T
-	if err := json.Unmarshal([]byte(d.Body), &v); err != nil {
-		return nil, fmt.Errorf("decode %s/%s: %w", col, id, err)
-	}
-	return &v, nil
+	return &d, nil
 }
 
 func (s *Store) putConfig(ctx context.Context, col, id string, v any) (bool, error) {

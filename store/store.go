@@ -38,9 +38,10 @@ var ErrNotFound = errors.New("not found")
 
 // Store wraps one MongoDB database.
 type Store struct {
-	client    *mongo.Client
-	db        *mongo.Database
-	secretKey []byte
+	client *mongo.Client
+	db     *mongo.Database
+	// keys encrypt integration secrets at rest: the first seals, every one is tried to open.
+	keys [][]byte
 	// entityWrites serializes this process's entity writes: FerretDB v1.24.2 matches a filter
 	// and replaces the document in two steps, so two concurrent guarded writes could both pass
 	// the revision check. MongoDB applies filter and write atomically per document.
@@ -50,9 +51,9 @@ type Store struct {
 	idOnly bool
 }
 
-// Open connects, checks the server answers and creates the indexes. secretKey (see SecretKey)
-// encrypts integration secrets at rest; without one, secrets cannot be written.
-func Open(ctx context.Context, uri, database string, secretKey []byte) (*Store, error) {
+// Open connects, checks the server answers and creates the indexes. keys (see SecretKeys),
+// newest first, encrypt integration secrets at rest; without one, secrets cannot be written.
+func Open(ctx context.Context, uri, database string, keys ...[]byte) (*Store, error) {
 	opts := options.Client().ApplyURI(uri).
 		SetBSONOptions(&options.BSONOptions{DefaultDocumentMap: true}).
 		SetServerSelectionTimeout(5 * time.Second).
@@ -61,7 +62,12 @@ func Open(ctx context.Context, uri, database string, secretKey []byte) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", redactURI(uri), err)
 	}
-	s := &Store{client: client, db: client.Database(database), secretKey: secretKey}
+	s := &Store{client: client, db: client.Database(database)}
+	for _, k := range keys {
+		if len(k) > 0 {
+			s.keys = append(s.keys, k)
+		}
+	}
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err

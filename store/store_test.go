@@ -182,7 +182,7 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		raw, err := rawBody(ctx, emb.URI(), "integrations", "sealed")
 		require.NoError(t, err)
 		assert.NotContains(t, raw, "s3cret")
-		assert.Contains(t, raw, "enc:v1:")
+		assert.Contains(t, raw, "enc:v2:")
 		got, err := s.GetIntegration(ctx, "sealed")
 		require.NoError(t, err)
 		assert.Equal(t, "plain-s3cret", got.Security.SignatureValue)

@@ -30,8 +30,8 @@ type configSource struct {
 }
 
 func (s configSource) ConfigVersion(context.Context) (int64, error) { return 1, nil }
-func (s configSource) LoadConfig(context.Context) ([]intake.Template, []intake.Integration, error) {
-	return s.templates, s.integrations, nil
+func (s configSource) LoadConfig(context.Context) ([]intake.Template, []intake.Integration, map[string]error, error) {
+	return s.templates, s.integrations, nil, nil
 }
 
 type IngestSuite struct {

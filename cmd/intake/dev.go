@@ -39,7 +39,7 @@ func runDev(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if cfg.SecretKey == "" {
+	if cfg.SecretKeys == "" && cfg.SecretKey == "" {
 		if cfg.SecretKey, err = keptSecret(filepath.Join(cfg.DataDir, "secret-key")); err != nil {
 			return err
 		}

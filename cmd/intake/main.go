@@ -26,12 +26,16 @@ Usage:
                           replay every matching delivery (a bulk replay workflow)
   intake test-mapping --integration ID --payload FILE [--headers k=v,...]
                           dry run: the entities a payload would produce; writes nothing
+  intake rotate-secrets [--mongodb-uri URI] [--secret-keys NEW,OLD]
+                          re-encrypt every integration's secrets with the newest key
+                          (idempotent; without a URI: the running intake dev's store)
   intake help             this text
 
 The admin commands read --server ($INTAKE_SERVER, default http://127.0.0.1:8080) and --token
 ($INTAKE_ADMIN_TOKEN, default: ./.intake/admin-token).
 
-Run "intake dev -h" or "intake serve -h" for the flags; each has an environment variable.
+Run "intake dev -h", "intake serve -h" or "intake rotate-secrets -h" for the flags; each has an
+environment variable.
 `
 
 func main() {
@@ -61,6 +65,8 @@ func main() {
 		err = runReplay(ctx, args)
 	case "test-mapping":
 		err = runTestMapping(ctx, args)
+	case "rotate-secrets":
+		err = runRotateSecrets(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

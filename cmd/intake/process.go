@@ -54,7 +54,11 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	if err != nil {
 		return nil, fmt.Errorf("INTAKE_HYDRATION_ALLOW: %w", err)
 	}
-	if p.store, err = store.Open(ctx, mongoURI, cfg.MongoDatabase, store.SecretKey(cfg.SecretKey)); err != nil {
+	keys, err := cfg.secretKeys()
+	if err != nil {
+		return nil, err
+	}
+	if p.store, err = store.Open(ctx, mongoURI, cfg.MongoDatabase, keys...); err != nil {
 		return nil, err
 	}
 	p.catalog = mappings.NewCatalog(p.store, log)
@@ -214,8 +218,8 @@ func runServe(ctx context.Context, args []string) error {
 	if cfg.AdminToken == "" {
 		return errors.New("serve needs INTAKE_ADMIN_TOKEN (or --admin-token)")
 	}
-	if cfg.SecretKey == "" {
-		return errors.New("serve needs INTAKE_SECRET_KEY (or --secret-key) to keep integration secrets encrypted")
+	if cfg.SecretKeys == "" && cfg.SecretKey == "" {
+		return errors.New("serve needs INTAKE_SECRET_KEYS (or --secret-keys) to keep integration secrets encrypted")
 	}
 	p, err := startProcess(ctx, cfg, log, cfg.MongoURI, cfg.TemporalAddr, cfg.AdminToken)
 	if err != nil {

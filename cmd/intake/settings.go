@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"intake/store"
 )
 
 // settings are the process configuration: every one has a flag and an environment variable.
@@ -22,6 +25,7 @@ type settings struct {
 	MongoAddr         string
 	MongoDatabase     string
 	AdminToken        string
+	SecretKeys        string
 	SecretKey         string
 	LogLevel          string
 	MaxBody           int64
@@ -46,20 +50,14 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	if dev {
 		httpDefault = "127.0.0.1:8080"
 	}
-	str := func(p *string, name, env, def, usage string) {
-		fs.StringVar(p, name, envOr(env, def), usage+" ($"+env+")")
-	}
-	str(&s.DataDir, "data-dir", "INTAKE_DATA_DIR", ".intake", "folder for all embedded state")
+	str := strFlag(fs)
 	str(&s.HTTPAddr, "http-addr", "INTAKE_HTTP_ADDR", httpDefault, "receiver and admin API address")
 	str(&s.TemporalAddr, "temporal-addr", "INTAKE_TEMPORAL_ADDRESS", "127.0.0.1:7233", "Temporal frontend (dev: where the embedded one listens)")
 	str(&s.TemporalUIAddr, "temporal-ui-addr", "INTAKE_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "embedded Temporal Web UI address (dev)")
 	str(&s.TemporalUIURL, "temporal-ui-url", "INTAKE_TEMPORAL_UI_URL", "", "Temporal Web UI base URL for workflow links (dev: the embedded UI)")
 	str(&s.TemporalNamespace, "temporal-namespace", "INTAKE_TEMPORAL_NAMESPACE", "default", "Temporal namespace")
-	str(&s.MongoURI, "mongodb-uri", "INTAKE_MONGODB_URI", "", "MongoDB URI (dev: unset runs the embedded server)")
-	str(&s.MongoAddr, "mongodb-addr", "INTAKE_MONGODB_ADDR", "127.0.0.1:27017", "embedded MongoDB-protocol server address (dev)")
-	str(&s.MongoDatabase, "mongodb-database", "INTAKE_MONGODB_DATABASE", "intake", "MongoDB database")
+	s.bindStore(fs)
 	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
-	str(&s.SecretKey, "secret-key", "INTAKE_SECRET_KEY", "", "key that encrypts integration secrets at rest (dev: generated and kept)")
 	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker,listeners", "serve: comma-separated roles (receiver, worker, listeners)")
 	str(&s.KafkaBrokers, "kafka-brokers", "INTAKE_KAFKA_BROKERS", "", "comma-separated Kafka brokers; unset: no Kafka listener")
@@ -82,6 +80,40 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&s.AuditRetention, "audit-retention", keepAudit, "worker: audit entries older than this are deleted; 0 (default) keeps them ($INTAKE_AUDIT_RETENTION)")
 	examples := envOr("INTAKE_LOAD_EXAMPLES", "true") != "false"
 	fs.BoolVar(&s.LoadExamples, "examples", examples, "dev: load examples/ on the first start ($INTAKE_LOAD_EXAMPLES)")
+}
+
+// bindStore declares the flags that reach the store and its keys (all rotate-secrets takes).
+func (s *settings) bindStore(fs *flag.FlagSet) {
+	str := strFlag(fs)
+	str(&s.DataDir, "data-dir", "INTAKE_DATA_DIR", ".intake", "folder for all embedded state")
+	str(&s.MongoURI, "mongodb-uri", "INTAKE_MONGODB_URI", "", "MongoDB URI (dev: unset runs the embedded server)")
+	str(&s.MongoAddr, "mongodb-addr", "INTAKE_MONGODB_ADDR", "127.0.0.1:27017", "embedded MongoDB-protocol server address (dev)")
+	str(&s.MongoDatabase, "mongodb-database", "INTAKE_MONGODB_DATABASE", "intake", "MongoDB database")
+	str(&s.SecretKeys, "secret-keys", "INTAKE_SECRET_KEYS", "", "comma-separated keys for integration secrets at rest, newest first: the newest encrypts, every one decrypts (dev: one generated and kept)")
+	str(&s.SecretKey, "secret-key", "INTAKE_SECRET_KEY", "", "a single key, instead of --secret-keys")
+}
+
+func strFlag(fs *flag.FlagSet) func(p *string, name, env, def, usage string) {
+	return func(p *string, name, env, def, usage string) {
+		fs.StringVar(p, name, envOr(env, def), usage+" ($"+env+")")
+	}
+}
+
+// secretKeys is the key list, newest first: INTAKE_SECRET_KEYS, or INTAKE_SECRET_KEY alone.
+func (s *settings) secretKeys() ([][]byte, error) {
+	switch {
+	case s.SecretKeys != "" && s.SecretKey != "":
+		return nil, errors.New("both INTAKE_SECRET_KEYS and INTAKE_SECRET_KEY are set: put every key in INTAKE_SECRET_KEYS, newest first")
+	case s.SecretKeys != "":
+		keys := store.SecretKeys(s.SecretKeys)
+		if len(keys) == 0 {
+			return nil, errors.New("INTAKE_SECRET_KEYS holds no key")
+		}
+		return keys, nil
+	case s.SecretKey != "":
+		return [][]byte{store.SecretKey(strings.TrimSpace(s.SecretKey))}, nil
+	}
+	return nil, nil
 }
 
 func (s *settings) hasRole(role string) bool {
