@@ -286,6 +286,9 @@ type Delivery struct {
 	Verified bool `json:"verified"`
 	// ReplayOf links a replay to the delivery it re-runs.
 	ReplayOf string `json:"replay_of,omitempty"`
+	// Ref names a stored delivery the workflow loads first (claim check): bulk replays pass
+	// references, not bodies.
+	Ref string `json:"ref,omitempty"`
 }
 
 // Entity outcomes, as the workflow result and the delivery record report them.

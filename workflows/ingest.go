@@ -55,6 +55,13 @@ var (
 // records the delivery's outcome) and Finish.
 func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResult, error) {
 	var a *activities.Activities
+	if d.Ref != "" {
+		// step 0, claim check: load the stored delivery this run was given a reference to
+		actx := workflow.WithActivityOptions(ctx, storeOptions)
+		if err := workflow.ExecuteActivity(actx, a.LoadDelivery, d.Ref).Get(ctx, &d); err != nil {
+			return nil, err
+		}
+	}
 	info := workflow.GetInfo(ctx)
 	ref := activities.Ref{
 		DeliveryID: d.ID, Integration: d.Integration, Origin: d.Origin,
