@@ -23,8 +23,9 @@ test: lint ## lint, then unit, workflow and end-to-end tests, then a short fuzz 
 	$(GO) test -count=1 -timeout 25m $(PKGS)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
-# Native Go fuzz targets: signature verification, delivery keys, JQ compilation and evaluation.
-FUZZ_TARGETS := ./signature:FuzzVerify ./starters:FuzzDeliveryKey ./mappings:FuzzCompileAndRun
+# Native Go fuzz targets: signature verification, delivery keys, JQ compilation and evaluation,
+# and the delivery body checks (any body kept and given back byte for byte).
+FUZZ_TARGETS := ./signature:FuzzVerify ./starters:FuzzDeliveryKey ./mappings:FuzzCompileAndRun ./store:FuzzBodyEncoding
 FUZZTIME ?= 2m
 
 .PHONY: fuzz
