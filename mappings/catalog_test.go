@@ -28,7 +28,7 @@ func (s brokenSource) LoadConfig(context.Context) ([]intake.Template, []intake.I
 
 // An integration the store cannot read is kept as broken with its reason; the others load.
 func TestCatalogKeepsUnreadableIntegrationsAsBroken(t *testing.T) {
-	mapping := []intake.Mapping{{Template: "support_group", Entity: intake.EntityMapping{Identifier: ".id"}}}
+	mapping := []intake.Mapping{{Template: "team", Entity: intake.EntityMapping{Identifier: ".id"}}}
 	src := brokenSource{
 		ints: []intake.Integration{
 			{Identifier: "fine", Security: &intake.Security{Scheme: "none", AllowUnsigned: true}, Mappings: mapping},

@@ -34,7 +34,7 @@ func TestSecretsAtRest(t *testing.T) {
 		return s
 	}
 	raw := rawIntegrations(t, emb.URI())
-	mapping := []intake.Mapping{{Template: "support_group", Entity: intake.EntityMapping{Identifier: ".id"}}}
+	mapping := []intake.Mapping{{Template: "team", Entity: intake.EntityMapping{Identifier: ".id"}}}
 	signed := func(id, secret string) *intake.Integration {
 		return &intake.Integration{Identifier: id, Mappings: mapping,
 			Security:    &intake.Security{SignatureHeaderName: "X-Sig", SignatureValue: secret, Secrets: []string{secret + "-next"}},

@@ -65,7 +65,7 @@ func TestSecrets(t *testing.T) {
 			Details        []map[string]string
 		}
 		code, _ := s.request("PUT", "/api/v1/integrations/masked_hook", []byte(`{"security":{"scheme":"hmac-sha256","signature_header_name":"X-Sig","signature_value":"********"},
-		  "mappings":[{"template":"support_group","entity":{"identifier":".id"}}]}`), true, &e)
+		  "mappings":[{"template":"team","entity":{"identifier":".id"}}]}`), true, &e)
 		assert.Equal(t, 400, code)
 		assert.Equal(t, "invalid_config", e.Error)
 		assert.Equal(t, `security.signature_value: "********" is the API's mask, not a secret; send the secret`, e.Message)
@@ -119,7 +119,7 @@ func TestSecrets(t *testing.T) {
 
 	t.Run("a wrong key: ready, the integration reported broken, the others still work", func(t *testing.T) {
 		putIntegration(t, s, `{"identifier":"open_hook","security":{"scheme":"none","allow_unsigned":true},
-		  "mappings":[{"template":"support_group","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
+		  "mappings":[{"template":"team","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
 		restart("a-wrong-key")
 		code, r := ready()
 		assert.Equal(t, 200, code)
