@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -110,6 +111,17 @@ func (l *Listener) sync() {
 		metrics.KafkaLag.WithLabelValues(g).Set(float64(c.reader.Stats().Lag))
 	}
 	for g, c := range l.groups {
+		if c.stopped() && c.outOfRange.Load() {
+			// A recreated topic (or another cluster): move the group's offsets, then start again.
+			_ = c.reader.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := l.resetOffsets(ctx, g, c.topics); err != nil {
+				l.Log.Warn("kafka offset reset failed; retrying", "group", g, "err", err)
+			}
+			cancel()
+			delete(l.groups, g)
+			continue
+		}
 		if topics, ok := want[g]; !ok || !slices.Equal(topics, c.topics) {
 			l.Log.Info("kafka consumer stopping", "group", g, "topics", c.topics)
 			c.stop()
@@ -131,6 +143,18 @@ type consumer struct {
 	reader *kafkago.Reader
 	cancel context.CancelFunc
 	done   chan struct{}
+	// outOfRange is set when the consumer stopped on a committed offset outside a partition.
+	outOfRange atomic.Bool
+}
+
+// stopped reports whether the consumer ended on its own.
+func (c *consumer) stopped() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *consumer) stop() {
@@ -155,6 +179,9 @@ func (l *Listener) start(group string, topics []string) *consumer {
 		RebalanceTimeout:      session,
 		HeartbeatInterval:     session / 5,
 		WatchPartitionChanges: true,
+		// Past a partition's end the reader would wait forever (a recreated topic restarts its
+		// offsets); surfacing the error lets the listener move the group's offsets.
+		OffsetOutOfRangeError: true,
 		MaxWait:               250 * time.Millisecond,
 		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
 			l.Log.Debug("kafka reader", "group", group, "detail", strings.TrimSpace(fmt.Sprintf(msg, args...)))
@@ -180,6 +207,12 @@ func (l *Listener) consume(ctx context.Context, c *consumer) {
 			m, err := c.reader.FetchMessage(ctx)
 			if err != nil {
 				if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+					return
+				}
+				if errors.Is(err, kafkago.OffsetOutOfRange) {
+					l.Log.Warn("kafka committed offset is outside a partition; the group's offsets will be reset", "group", c.group, "topics", c.topics)
+					c.outOfRange.Store(true)
+					c.cancel()
 					return
 				}
 				l.Log.Warn("kafka fetch failed", "group", c.group, "err", err)
