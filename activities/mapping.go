@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -49,8 +50,25 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 			}
 		}
 		outcomes, changes := p.MapHydrated(ctx, h.HydrationPlan, doc, payload, env, a.Catalog.Templates())
-		return &MapResult{Mappings: outcomes, Entities: changes}, nil
+		return bounded(&MapResult{Mappings: outcomes, Entities: changes})
 	}
 	outcomes, changes := p.Map(ctx, payload, env, a.Catalog.Templates())
-	return &MapResult{Mappings: outcomes, Entities: changes}, nil
+	return bounded(&MapResult{Mappings: outcomes, Entities: changes})
+}
+
+// MaxMappedBytes bounds what a delivery's mappings produce: the changes travel through the
+// workflow history, whose payloads Temporal limits to 2 MB.
+const MaxMappedBytes = 1 << 20
+
+func bounded(r *MapResult) (*MapResult, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError("mapped entities cannot be encoded: "+err.Error(), intake.ErrMapping, nil)
+	}
+	if len(b) > MaxMappedBytes {
+		return nil, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("the mapped entities take %d bytes, over the %d-byte limit of one delivery; nothing was written", len(b), MaxMappedBytes),
+			intake.ErrMapping, nil)
+	}
+	return r, nil
 }

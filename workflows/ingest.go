@@ -3,6 +3,7 @@
 package workflows
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -77,7 +78,7 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 
 	// step 5, audit every entity outcome and record the delivery's (retried until the store answers)
 	actx := workflow.WithActivityOptions(ctx, storeOptions)
-	audit := activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result, Failure: failureOf(err)}
+	audit := compact(activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result, Failure: failureOf(err)})
 	if aerr := workflow.ExecuteActivity(actx, a.Audit, audit).Get(ctx, nil); aerr != nil {
 		return nil, aerr
 	}
@@ -140,6 +141,32 @@ func process(ctx workflow.Context, d intake.Delivery, ref activities.Ref, result
 	actx := workflow.WithActivityOptions(ctx, storeOptions)
 	up := activities.UpsertInput{Ref: ref, Changes: result.Entities}
 	return workflow.ExecuteActivity(actx, a.Upsert, up).Get(ctx, &result.Entities)
+}
+
+// maxAuditInput keeps the Audit step's input under Temporal's 2 MB payload limit.
+const maxAuditInput = 3 << 19 // 1.5 MiB
+
+// compact drops, from a large audit input, what the record can do without: first the body of a
+// delivery the receiver already recorded (webhooks, replays), then the entities' mapped fields
+// (their outcomes and messages stay). Deterministic: it depends on the input only.
+func compact(in activities.AuditInput) activities.AuditInput {
+	size := func() int { b, _ := json.Marshal(in); return len(b) }
+	if size() <= maxAuditInput {
+		return in
+	}
+	if in.Delivery.Origin == intake.OriginWebhook || in.Delivery.ReplayOf != "" {
+		in.Delivery.Body = nil
+		if size() <= maxAuditInput {
+			return in
+		}
+	}
+	entities := make([]intake.EntityChange, len(in.Result.Entities))
+	for i, c := range in.Result.Entities {
+		c.Properties, c.Relations = nil, nil
+		entities[i] = c
+	}
+	in.Result.Entities = entities
+	return in
 }
 
 func anyPending(changes []intake.EntityChange) bool {
