@@ -3,11 +3,13 @@
 package intake
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"time"
+	"unicode/utf8"
 )
 
 // TaskQueue is the Temporal task queue every intake worker polls.
@@ -289,6 +291,65 @@ type Delivery struct {
 	// Ref names a stored delivery the workflow loads first (claim check): bulk replays pass
 	// references, not bodies.
 	Ref string `json:"ref,omitempty"`
+}
+
+// deliveryJSON is a Delivery as it appears in workflow input and history.
+type deliveryJSON struct {
+	deliveryFields
+	Body         json.RawMessage `json:"body"`
+	BodyEncoding string          `json:"body_encoding,omitempty"`
+}
+
+type deliveryFields Delivery
+
+// MarshalJSON shows the body the way an operator can read it in the Temporal UI: JSON as JSON
+// (when encoding/json gives back the very same bytes, so signatures still verify), UTF-8 text as
+// a string ("text"), anything else as base64 ("base64").
+func (d Delivery) MarshalJSON() ([]byte, error) {
+	out := deliveryJSON{deliveryFields: deliveryFields(d)}
+	out.deliveryFields.Body = nil
+	if m, err := json.Marshal(json.RawMessage(d.Body)); len(d.Body) > 0 && err == nil && bytes.Equal(m, d.Body) {
+		out.Body = d.Body
+	} else if utf8.Valid(d.Body) {
+		out.Body, _ = json.Marshal(string(d.Body))
+		out.BodyEncoding = BodyText
+	} else {
+		out.Body, _ = json.Marshal(base64.StdEncoding.EncodeToString(d.Body))
+		out.BodyEncoding = BodyBase64
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote, giving back the exact bytes.
+func (d *Delivery) UnmarshalJSON(b []byte) error {
+	var in deliveryJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*d = Delivery(in.deliveryFields)
+	switch in.BodyEncoding {
+	case "":
+		d.Body = []byte(in.Body)
+		if string(in.Body) == "null" {
+			d.Body = nil
+		}
+	case BodyText, BodyBase64:
+		var s string
+		if err := json.Unmarshal(in.Body, &s); err != nil {
+			return fmt.Errorf("delivery body: %w", err)
+		}
+		d.Body = []byte(s)
+		if in.BodyEncoding == BodyBase64 {
+			raw, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return fmt.Errorf("delivery body: %w", err)
+			}
+			d.Body = raw
+		}
+	default:
+		return fmt.Errorf("delivery body: unknown encoding %q", in.BodyEncoding)
+	}
+	return nil
 }
 
 // Entity outcomes, as the workflow result and the delivery record report them.
