@@ -17,12 +17,12 @@ func TestDeliveryBodyInWorkflowInput(t *testing.T) {
 		body     string
 		encoding string
 	}{
-		"compact JSON is shown as JSON":             {`{"a":1,"b":[true,null]}`, ""},
+		"compact JSON is shown as JSON":              {`{"a":1,"b":[true,null]}`, ""},
 		"pretty JSON keeps its bytes, shown as text": {"{\n  \"a\": 1\n}", "text"},
 		"JSON with < is shown as text (no escaping)": {`{"html":"<b>"}`, "text"},
-		"plain text":                                {"hello", "text"},
-		"binary":                                    {"\xff\x00\xfe", "base64"},
-		"empty":                                     {"", "text"},
+		"plain text": {"hello", "text"},
+		"binary":     {"\xff\x00\xfe", "base64"},
+		"empty":      {"", "text"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			d := intake.Delivery{ID: "i.k", Body: []byte(tc.body), Headers: map[string]string{}}
