@@ -39,6 +39,10 @@ func (a *Activities) Audit(ctx context.Context, in AuditInput) error {
 		return err
 	}
 	metrics.Deliveries.WithLabelValues(in.Ref.Integration, in.Ref.Origin, in.Result.Outcome).Inc()
+	if in.Delivery.ReplayOf == "" && !in.Delivery.ReceivedAt.IsZero() {
+		metrics.DeliveryDuration.WithLabelValues(in.Ref.Integration, in.Ref.Origin, in.Result.Outcome).
+			Observe(time.Since(in.Delivery.ReceivedAt).Seconds())
+	}
 	if a.Log != nil {
 		attrs := []any{"integration", in.Ref.Integration, "origin", in.Ref.Origin, "delivery_id", in.Ref.DeliveryID,
 			"workflow_id", in.Ref.WorkflowID, "run_id", in.Ref.RunID, "outcome", in.Result.Outcome, "entities", len(in.Result.Entities)}

@@ -46,6 +46,19 @@ var (
 	PubSubReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "intake_pubsub_messages_received_total", Help: "Pub/Sub messages received, by subscription.",
 	}, []string{"subscription"})
+	// DeliveryDuration is the time from receipt to the recorded outcome (end to end).
+	DeliveryDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "intake_delivery_duration_seconds", Help: "Receipt to recorded outcome, by integration, origin and outcome.",
+		Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
+	}, []string{"integration", "origin", "outcome"})
+	// InFlight counts deliveries whose workflow is running (the backlog), from Temporal's visibility.
+	InFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "intake_deliveries_in_flight", Help: "Deliveries whose workflow is running, by integration.",
+	}, []string{"integration"})
+	// KafkaPartitionLag is how far a group's committed offset is behind each partition's end.
+	KafkaPartitionLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "intake_kafka_partition_lag", Help: "Records between a group's committed offset and the partition's end.",
+	}, []string{"group", "topic", "partition"})
 	// ActivityRetries counts activity attempts after the first.
 	ActivityRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "intake_activity_retries_total", Help: "Activity attempts after the first, by activity.",
@@ -54,6 +67,7 @@ var (
 
 func init() {
 	Registry.MustRegister(Deliveries, Accepted, AcceptLatency, SignatureFailures, StartFailures, ActivityRetries,
+		DeliveryDuration, InFlight, KafkaPartitionLag,
 		KafkaConsumed, KafkaLag, PubSubReceived,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

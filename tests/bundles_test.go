@@ -222,6 +222,15 @@ func TestSeedBundles(t *testing.T) {
 		assert.Equal(t, 202, code, "%v", out)
 	})
 
+	t.Run("metrics show the end-to-end latency and the backlog", func(t *testing.T) {
+		resp, err := http.Get(s.base + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		assert.Contains(t, string(raw), `intake_delivery_duration_seconds_count{integration="devlake",origin="WEBHOOK",outcome="succeeded"}`)
+		assert.Contains(t, string(raw), `intake_deliveries_in_flight{integration="github_repos"} 0`)
+	})
+
 	t.Run("configuration the product cannot honour is a 400 naming the field", func(t *testing.T) {
 		cases := map[string]struct{ doc, field string }{
 			"unknown hydration field": {`{"hydration":{"url":"` + api.URL + `/x/{id}","callback":"yes"}}`, "hydration.callback"},

@@ -271,6 +271,18 @@ func TestKafkaListener(t *testing.T) {
 		}
 	}
 
+	// The backlog per partition: each partition of the users topic has a lag series (0 once
+	// everything is committed).
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(l.base + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return strings.Count(string(raw), `intake_kafka_partition_lag{group="intake",partition=`) == 3
+	}, 30*time.Second, 500*time.Millisecond, "one lag series per partition")
+
 	// Poison records between good ones: each becomes a failed delivery with its reason (and an
 	// audit entry), is committed, and the partition keeps moving.
 	poison := []kafkago.Message{

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
@@ -91,6 +92,7 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 				Every: cfg.ReconcileEvery, After: cfg.ReconcileAfter}
 			go rec.Run(bg)
 		}
+		go p.countInFlight(bg, 15*time.Second)
 		if cfg.DeliveryRetention > 0 || cfg.AuditRetention > 0 {
 			go p.expire(bg, cfg.DeliveryRetention, cfg.AuditRetention)
 		}
@@ -164,6 +166,30 @@ func (p *process) expire(ctx context.Context, deliveries, audit time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Hour):
+		}
+	}
+}
+
+// countInFlight keeps intake_deliveries_in_flight: running ingest workflows per integration,
+// counted by Temporal's visibility (the backlog, whichever process accepted them).
+func (p *process) countInFlight(ctx context.Context, every time.Duration) {
+	for {
+		for _, prog := range p.catalog.Programs() {
+			id := prog.Integration.Identifier
+			q := fmt.Sprintf("WorkflowType = 'IngestWorkflow' AND ExecutionStatus = 'Running' AND IntakeIntegration = '%s'", id)
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			res, err := p.client.CountWorkflow(cctx, &workflowservice.CountWorkflowExecutionsRequest{Namespace: p.cfg.TemporalNamespace, Query: q})
+			cancel()
+			if err != nil {
+				p.log.Debug("in-flight count failed", "integration", id, "err", err)
+				continue
+			}
+			metrics.InFlight.WithLabelValues(id).Set(float64(res.GetCount()))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
 		}
 	}
 }

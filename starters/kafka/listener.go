@@ -109,6 +109,9 @@ func (l *Listener) sync() {
 	defer l.mu.Unlock()
 	for g, c := range l.groups {
 		metrics.KafkaLag.WithLabelValues(g).Set(float64(c.reader.Stats().Lag))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		l.reportLag(ctx, g, c.topics)
+		cancel()
 	}
 	for g, c := range l.groups {
 		if c.stopped() && c.outOfRange.Load() {
