@@ -179,7 +179,7 @@ func TestSeedBundles(t *testing.T) {
 		}, 30*time.Second, 200*time.Millisecond)
 		require.NotNil(t, d.Error)
 		assert.Equal(t, "WorkflowClosed", d.Error.Type)
-		assert.Contains(t, d.Error.Message, "TERMINATED")
+		assert.Contains(t, d.Error.Message, "Terminated")
 		up.Fail("/orders/ord_orphan", 0)
 	})
 
