@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -323,24 +322,7 @@ func runBundleSample(t *testing.T, s *stack, up *upstream.Server, b examples.Bun
 		assert.Equal(t, smp.Expect.Outcome, out["outcome"], "the sync answer carries the outcome")
 		assert.Len(t, out["entities"], len(smp.Expect.Entities), "the sync answer carries the resulting entities")
 	}
-	for _, w := range smp.Expect.Entities {
-		var got intake.Entity
-		code, _ := s.request("GET", "/api/v1/entities/"+w.Template+"/"+urlPath(w.Identifier), nil, true, &got)
-		require.Equal(t, 200, code, "entity %s/%s", w.Template, w.Identifier)
-		if w.Title != "" {
-			assert.Equal(t, w.Title, got.Title)
-		}
-		for k, v := range w.Properties {
-			assert.Equal(t, v, got.Properties[k], "property %s", k)
-		}
-		for k, v := range w.Relations {
-			assert.Equal(t, fmt.Sprint(v), fmt.Sprint(got.Relations[k]), "relation %s", k)
-		}
-	}
-	for _, a := range smp.Expect.Absent {
-		code, _ := s.request("GET", "/api/v1/entities/"+a.Template+"/"+urlPath(a.Identifier), nil, true, nil)
-		assert.Equal(t, 404, code, "entity %s/%s must not exist", a.Template, a.Identifier)
-	}
+	expectEntities(t, s, smp.Expect, "")
 	var entries []intake.AuditEntry
 	require.Eventually(t, func() bool {
 		entries = nil
@@ -433,5 +415,3 @@ func countGets(up *upstream.Server, path string) int {
 	}
 	return n
 }
-
-func urlPath(id string) string { return strings.ReplaceAll(id, " ", "%20") }

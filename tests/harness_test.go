@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/proto"
@@ -266,4 +268,34 @@ func (s *stack) history(workflowID string) string {
 		b.Write(raw)
 	}
 	return b.String()
+}
+
+// expectEntities checks the entities a sample expects to exist (listed fields only; updatedBy
+// when not empty) and to be absent.
+func expectEntities(t *testing.T, s *stack, want examples.Expectation, updatedBy string) {
+	t.Helper()
+	path := func(e examples.ExpectedEntity) string {
+		return "/api/v1/entities/" + e.Template + "/" + url.PathEscape(e.Identifier)
+	}
+	for _, w := range want.Entities {
+		var got intake.Entity
+		code, _ := s.request("GET", path(w), nil, true, &got)
+		require.Equal(t, 200, code, "entity %s/%s", w.Template, w.Identifier)
+		if w.Title != "" {
+			assert.Equal(t, w.Title, got.Title)
+		}
+		for k, v := range w.Properties {
+			assert.Equal(t, v, got.Properties[k], "property %s", k)
+		}
+		for k, v := range w.Relations {
+			assert.Equal(t, fmt.Sprint(v), fmt.Sprint(got.Relations[k]), "relation %s", k)
+		}
+		if updatedBy != "" {
+			assert.Equal(t, updatedBy, got.UpdatedBy)
+		}
+	}
+	for _, a := range want.Absent {
+		code, _ := s.request("GET", path(a), nil, true, nil)
+		assert.Equal(t, 404, code, "entity %s/%s must not exist", a.Template, a.Identifier)
+	}
 }

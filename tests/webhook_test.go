@@ -451,25 +451,7 @@ func runSample(t *testing.T, s *stack, smp examples.Sample, sec *intake.Security
 		require.NoError(t, err)
 		assert.Equal(t, smp.Expect.Outcome, res.Outcome)
 	}
-	for _, want := range smp.Expect.Entities {
-		var got intake.Entity
-		code, _ := s.request("GET", "/api/v1/entities/"+want.Template+"/"+want.Identifier, nil, true, &got)
-		require.Equal(t, 200, code, "entity %s/%s", want.Template, want.Identifier)
-		if want.Title != "" {
-			assert.Equal(t, want.Title, got.Title)
-		}
-		for k, v := range want.Properties {
-			assert.Equal(t, v, got.Properties[k], "property %s", k)
-		}
-		for k, v := range want.Relations {
-			assert.Equal(t, fmt.Sprint(v), fmt.Sprint(got.Relations[k]), "relation %s", k)
-		}
-		assert.Equal(t, smp.Integration, got.UpdatedBy)
-	}
-	for _, absent := range smp.Expect.Absent {
-		code, _ := s.request("GET", "/api/v1/entities/"+absent.Template+"/"+absent.Identifier, nil, true, nil)
-		assert.Equal(t, 404, code)
-	}
+	expectEntities(t, s, smp.Expect, smp.Integration)
 	var entries []intake.AuditEntry
 	s.request("GET", "/api/v1/audit_logs?integration="+smp.Integration, nil, true, &entries)
 	var mine []intake.AuditEntry
