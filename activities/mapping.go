@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 
 	"go.temporal.io/sdk/temporal"
@@ -41,6 +42,7 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 	}
 	env := mappings.EnvOf(in.Delivery)
 	env.MaxEntities = a.MaxEntities
+	env.MaxBytes = MappedBudget(in.Delivery)
 	if h := in.Hydrated; h != nil && h.Operation != "" && p.Hydration != nil {
 		var doc any
 		if len(h.Document) > 0 {
@@ -53,4 +55,13 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 	}
 	outcomes, changes := p.Map(ctx, payload, env, a.Catalog.Templates())
 	return &MapResult{Mappings: outcomes, Entities: changes}, nil
+}
+
+// MappedBudget is how many bytes of JSON a delivery's entities may take: the Audit step's input
+// carries them beside the delivery itself (its body base64-encoded), and Temporal refuses a
+// payload over mappings.MaxPayloadBytes (the workflow would retry its task forever).
+func MappedBudget(d intake.Delivery) int {
+	const limit = mappings.MaxPayloadBytes
+	n := base64.StdEncoding.EncodedLen(len(d.Body)) + mappings.JSONSize(d.Headers, limit) + mappings.JSONSize(d.Meta, limit) + 1024
+	return max(limit-n-64<<10, 64<<10)
 }
