@@ -2,8 +2,8 @@ package activities
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
-	"fmt"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -42,6 +42,7 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 	}
 	env := mappings.EnvOf(in.Delivery)
 	env.MaxEntities = a.MaxEntities
+	env.MaxBytes = MappedBudget(in.Delivery)
 	if h := in.Hydrated; h != nil && h.Operation != "" && p.Hydration != nil {
 		var doc any
 		if len(h.Document) > 0 {
@@ -50,25 +51,17 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 			}
 		}
 		outcomes, changes := p.MapHydrated(ctx, h.HydrationPlan, doc, payload, env, a.Catalog.Templates())
-		return bounded(&MapResult{Mappings: outcomes, Entities: changes})
+		return &MapResult{Mappings: outcomes, Entities: changes}, nil
 	}
 	outcomes, changes := p.Map(ctx, payload, env, a.Catalog.Templates())
-	return bounded(&MapResult{Mappings: outcomes, Entities: changes})
+	return &MapResult{Mappings: outcomes, Entities: changes}, nil
 }
 
-// MaxMappedBytes bounds what a delivery's mappings produce: the changes travel through the
-// workflow history, whose payloads Temporal limits to 2 MB.
-const MaxMappedBytes = 1 << 20
-
-func bounded(r *MapResult) (*MapResult, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError("mapped entities cannot be encoded: "+err.Error(), intake.ErrMapping, nil)
-	}
-	if len(b) > MaxMappedBytes {
-		return nil, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("the mapped entities take %d bytes, over the %d-byte limit of one delivery; nothing was written", len(b), MaxMappedBytes),
-			intake.ErrMapping, nil)
-	}
-	return r, nil
+// MappedBudget is how many bytes of JSON a delivery's entities may take: the Audit step's input
+// carries them beside the delivery itself (its body base64-encoded), and Temporal refuses a
+// payload over mappings.MaxPayloadBytes (the workflow would retry its task forever).
+func MappedBudget(d intake.Delivery) int {
+	const limit = mappings.MaxPayloadBytes
+	n := base64.StdEncoding.EncodedLen(len(d.Body)) + mappings.JSONSize(d.Headers, limit) + mappings.JSONSize(d.Meta, limit) + 1024
+	return max(limit-n-64<<10, 64<<10)
 }

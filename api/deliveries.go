@@ -114,7 +114,9 @@ func (s *Server) bulkReplay(c *gin.Context) {
 
 // isReplayID keeps the replay endpoints to bulk replays (never an ingest workflow).
 func (s *Server) isReplayID(c *gin.Context, id string) bool {
-	if !strings.HasPrefix(id, starters.BulkReplayPrefix) {
+	// Replay IDs are bulk-replay.{ulid}: anything not URL-safe is none of ours and, sent on to
+	// Temporal, was refused there as an invalid argument and answered as a 503.
+	if !strings.HasPrefix(id, starters.BulkReplayPrefix) || starters.DeliveryKey(id) != id {
 		webhook.Abort(c, http.StatusNotFound, "not_found", "replay "+id+" not found (replay IDs start with "+starters.BulkReplayPrefix+")", nil)
 		return false
 	}

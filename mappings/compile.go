@@ -69,7 +69,8 @@ func compileExpr(field, src string, errs *ConfigError) *Expr {
 		errs.add(field, "%v", err)
 		return nil
 	}
-	code, err := gojq.Compile(q, gojq.WithVariables(variables))
+	guardQuery(q)
+	code, err := gojq.Compile(q, gojq.WithVariables(variables), gojq.WithFunction(guardedMul, 2, 2, guardedMultiply))
 	if err != nil {
 		errs.add(field, "%v", err)
 		return nil
@@ -99,6 +100,19 @@ type Env struct {
 	Budget       time.Duration
 	// MaxEntities bounds the entities one delivery may produce (0: DefaultMaxEntities).
 	MaxEntities int
+	// MaxBytes bounds the JSON of everything one delivery maps to (0: DefaultMaxMappedBytes):
+	// what is left of a history payload once the delivery itself is in it.
+	MaxBytes int
+}
+
+// DefaultMaxMappedBytes is what a delivery may map to when the caller does not say.
+const DefaultMaxMappedBytes = MaxPayloadBytes / 2
+
+func (env Env) maxBytes() int {
+	if env.MaxBytes > 0 {
+		return env.MaxBytes
+	}
+	return DefaultMaxMappedBytes
 }
 
 // DefaultMaxEntities is the default cap on entities per delivery.
@@ -133,6 +147,7 @@ func (e *Expr) Run(ctx context.Context, input any, env Env) ([]any, error) {
 	defer cancel()
 	iter := e.code.RunWithContext(ctx, input, env.vars()...)
 	var out []any
+	total := 0
 	for {
 		v, ok := iter.Next()
 		if !ok {
@@ -147,6 +162,9 @@ func (e *Expr) Run(ctx context.Context, input any, env Env) ([]any, error) {
 				return nil, fmt.Errorf("%s: expression ran over its time budget of %s", e.Field, budget)
 			}
 			return nil, fmt.Errorf("%s: %v", e.Field, err)
+		}
+		if err := checkOutput(e.Field, &total, v); err != nil {
+			return nil, err
 		}
 		out = append(out, v)
 	}

@@ -3,6 +3,7 @@ package mappings
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/big"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ func (p *Program) Map(ctx context.Context, payload any, env Env, templates map[s
 func (p *Program) mapWith(ctx context.Context, payload any, env Env, templates map[string]*intake.Template, keepClear bool) ([]intake.MappingOutcome, []intake.EntityChange) {
 	var outcomes []intake.MappingOutcome
 	var changes []intake.EntityChange
+	total := 0
 	for _, cm := range p.Mappings {
 		mo := intake.MappingOutcome{Index: cm.Index, Template: cm.Mapping.Template}
 		if !cm.routed(env) {
@@ -59,6 +61,13 @@ func (p *Program) mapWith(ctx context.Context, payload any, env Env, templates m
 			}
 			if !keepClear || c.Failed() {
 				c.Clear = nil
+			}
+			// Bounded: the changes travel through the workflow history, whose payloads Temporal
+			// caps; over it the workflow would retry its task forever instead of failing.
+			if total += changeBytes(&c, env.maxBytes()); total > env.maxBytes() {
+				f := cm.newChange(-1)
+				f.Fail(intake.ErrMapping, fmt.Sprintf("the delivery maps to more than %d bytes of entities (what is left of Temporal's %d-byte payload limit beside the delivery); nothing was written", env.maxBytes(), MaxPayloadBytes))
+				return outcomes, []intake.EntityChange{f}
 			}
 			changes = append(changes, c)
 		}
@@ -203,6 +212,12 @@ func (cm *CompiledMapping) fill(ctx context.Context, c *intake.EntityChange, inp
 		default:
 			c.Properties[p.Name] = normalize(vals)
 		}
+		if v, ok := c.Properties[p.Name]; ok {
+			if err := checkStorable(p.Expr.Field, v); err != nil {
+				delete(c.Properties, p.Name) // the failed change must still encode
+				return err
+			}
+		}
 	}
 	c.Relations = map[string]any{}
 	for _, r := range cm.Relations {
@@ -280,11 +295,17 @@ func timeOf(v any) (time.Time, error) {
 			}
 		}
 		return time.Time{}, fmt.Errorf("event time %q is not RFC 3339", x)
-	case int:
-		return time.Unix(int64(x), 0).UTC(), nil
-	case float64:
-		sec, frac := int64(x), x-float64(int64(x))
-		return time.Unix(sec, int64(frac*1e9)).UTC(), nil
+	case int, float64:
+		// Unix seconds, within what JSON (RFC 3339) can write: the years 1 to 9999.
+		f, _ := x.(float64)
+		if i, ok := x.(int); ok {
+			f = float64(i)
+		}
+		if !(f >= -62135596800 && f < 253402300800) {
+			return time.Time{}, fmt.Errorf("event time %v is not a Unix time between the years 1 and 9999", x)
+		}
+		sec := math.Floor(f)
+		return time.Unix(int64(sec), int64((f-sec)*1e9)).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("event time must be a string or a number, got %s", typeName(v))
 }

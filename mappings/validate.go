@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -96,6 +97,9 @@ func compileSchema(id string, props map[string]any, required []string) (*jsonsch
 		doc["required"] = req
 	}
 	c := jsonschema.NewCompiler()
+	// A template is self-contained: the library's default loader would read any file:// URL a
+	// "$ref" or "$schema" names (a local file read, or a hang on a FIFO) at write time.
+	c.UseLoader(noLoader{})
 	c.DefaultDraft(jsonschema.Draft2020)
 	c.AssertFormat()
 	c.RegisterFormat(&jsonschema.Format{Name: "url", Validate: validateURL})
@@ -105,6 +109,14 @@ func compileSchema(id string, props map[string]any, required []string) (*jsonsch
 		return nil, err
 	}
 	return c.Compile(loc)
+}
+
+// noLoader refuses every document a schema refers to; the standard drafts' metaschemas are
+// built into the library and still load.
+type noLoader struct{}
+
+func (noLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("templates cannot refer to other documents (%s): define the property inline", url)
 }
 
 func validateURL(v any) error {
@@ -172,9 +184,23 @@ func (ct *CompiledTemplate) Validate(props map[string]any, withRequired bool) er
 	var msgs []string
 	collect(ve, &msgs)
 	if len(msgs) == 0 {
-		return errors.New(ve.Error())
+		return errors.New(cut(ve.Error(), MaxMessageBytes))
 	}
-	return errors.New(strings.Join(msgs, "; "))
+	// Bounded: the message travels with the entity through the workflow history (mapWith
+	// counts MaxMessageBytes per entity).
+	return errors.New(cut(strings.Join(msgs, "; "), MaxMessageBytes))
+}
+
+// cut shortens s to at most n bytes on a rune boundary, marking the cut with "…".
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n - len("…")
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // toJSONValue gives the validator what encoding/json would produce (maps of any, []any).
@@ -224,7 +250,7 @@ func describe(ve *jsonschema.ValidationError) string {
 	case *kind.Format:
 		return fmt.Sprintf("%s: %s is not a valid %s", where, show(k.Got), k.Want)
 	case *kind.Pattern:
-		return fmt.Sprintf("%s: %q does not match pattern %s", where, k.Got, k.Want)
+		return fmt.Sprintf("%s: %q does not match pattern %s", where, cut(k.Got, 64), k.Want)
 	case *kind.MinLength:
 		return fmt.Sprintf("%s: length %d is shorter than minLength %d", where, k.Got, k.Want)
 	case *kind.MaxLength:
@@ -244,7 +270,7 @@ func rat(r *big.Rat) string {
 func show(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Sprint(v)
+		return cut(fmt.Sprint(v), 80)
 	}
-	return string(b)
+	return cut(string(b), 80) // a long value is shown cut: the message names the rule
 }

@@ -2,6 +2,8 @@ package mappings_test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -112,4 +114,27 @@ func TestTemplateCompileRejectsUnknownTypesFormatsAndTargets(t *testing.T) {
 		fields = append(fields, p.Field)
 	}
 	assert.ElementsMatch(t, []string{"schema.properties.a.type", "schema.properties.b.format", "schema.required", "relations.r.target"}, fields)
+}
+
+// A template's schema never loads another document: not a remote URL, not a local file (the
+// schema library's default loader read any file:// URL), while the built-in drafts still work.
+func TestTemplateSchemasLoadNothing(t *testing.T) {
+	local := filepath.Join(t.TempDir(), "s.json")
+	require.NoError(t, os.WriteFile(local, []byte(`{"type":"string"}`), 0o600))
+	for name, prop := range map[string]string{
+		"local file":      `{"type":"string","$ref":"file://` + local + `"}`,
+		"remote document": `{"type":"string","$ref":"http://127.0.0.1:9/evil.json"}`,
+		"remote $schema":  `{"type":"string","$schema":"http://127.0.0.1:9/meta.json"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			tpl := &intake.Template{Identifier: "r", Schema: intake.TemplateSchema{Properties: map[string]json.RawMessage{"a": json.RawMessage(prop)}}}
+			_, err := mappings.CompileTemplate(tpl, nil)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "templates cannot refer to other documents")
+		})
+	}
+	tpl := &intake.Template{Identifier: "r", Schema: intake.TemplateSchema{Properties: map[string]json.RawMessage{
+		"a": json.RawMessage(`{"type":"string","$schema":"https://json-schema.org/draft/2020-12/schema"}`)}}}
+	_, err := mappings.CompileTemplate(tpl, nil)
+	assert.NoError(t, err, "the standard metaschema is built in")
 }

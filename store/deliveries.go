@@ -66,9 +66,12 @@ func (d *deliveryDoc) record() intake.DeliveryRecord {
 // strings must be UTF-8).
 func encodeBody(b []byte) (string, string) {
 	switch {
+	case !utf8.Valid(b):
+		// First: json.Valid accepts invalid UTF-8 inside strings, which the store would keep
+		// with U+FFFD in place of the bytes received.
 	case len(b) > 0 && json.Valid(b):
 		return string(b), intake.BodyJSON
-	case utf8.Valid(b):
+	default:
 		return string(b), intake.BodyText
 	}
 	return base64.StdEncoding.EncodeToString(b), intake.BodyBase64

@@ -24,9 +24,12 @@ func TestDeliveryBodies(t *testing.T) {
 		"json":   []byte(`{"a": 1}`),
 		"text":   []byte("plain text, not JSON"),
 		"binary": {0xff, 0x00, 0xfe, 'x'},
-		"empty":  {},
+		// encoding/json calls this valid JSON; stored as a (UTF-8) string it came back with U+FFFD.
+		"bad-utf8-json": []byte("{\"a\":\"\xff\"}"),
+		"empty":         {},
 	}
-	wantEnc := map[string]string{"json": intake.BodyJSON, "text": intake.BodyText, "binary": intake.BodyBase64, "empty": intake.BodyText}
+	wantEnc := map[string]string{"json": intake.BodyJSON, "text": intake.BodyText, "binary": intake.BodyBase64, "empty": intake.BodyText,
+		"bad-utf8-json": intake.BodyBase64}
 	for name, b := range bodies {
 		d := intake.Delivery{ID: "bodies." + name, Integration: "bodies", Key: name, Origin: intake.OriginKafka, Body: b,
 			Headers: map[string]string{"content-type": "application/x-" + name}, ReceivedAt: at}
@@ -69,8 +72,9 @@ func TestDeliveryBodies(t *testing.T) {
 	})
 }
 
-// Keys the server refuses ("." inside, "$" first) in headers, meta and mapped properties are
-// stored and read back as they were, so such a delivery never fails its writes forever.
+// Keys the server refuses ("." inside, "$" first, a NUL) and arrays in arrays in headers, meta
+// and mapped properties are stored and read back as they were, so such a delivery never fails
+// its writes forever.
 func TestKeysTheServerRefuses(t *testing.T) {
 	s, _, _ := open(t)
 	ctx := context.Background()
@@ -78,7 +82,9 @@ func TestKeysTheServerRefuses(t *testing.T) {
 		Headers: map[string]string{"x.dotted": "v", "$dollar": "w"}, Meta: map[string]any{"a.b": map[string]any{"$c": 1.0}},
 		ReceivedAt: time.Now().UTC()}
 	require.NoError(t, s.RecordAccepted(ctx, d, "wf", "run"))
-	props := map[string]any{"document": map[string]any{"sonar.analysis.repository": "r", "$set": []any{map[string]any{"a.b": "c"}}}}
+	props := map[string]any{"document": map[string]any{"sonar.analysis.repository": "r", "$set": []any{map[string]any{"a.b": "c"}},
+		// FerretDB refuses nested arrays and BSON names cannot hold a NUL (hostile-input tests).
+		"nul\x00key": 1.0, "coordinates": []any{[]any{1.0, 2.0}, []any{[]any{}, []any{"x", []any{3.0}}}}}}
 	require.NoError(t, s.RecordOutcome(ctx, d, store.DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "wf", RunID: "run",
 		Entities: []intake.EntityChange{{Template: "t", Identifier: "x", Properties: props}}}))
 	r, err := s.GetDelivery(ctx, "keys.1")

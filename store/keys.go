@@ -11,22 +11,28 @@ import (
 // MongoDB-protocol servers refuse field names that contain "." or start with "$", but payloads,
 // headers and mapped properties may hold such keys (HTTP header names, "sonar.analysis.repository").
 // The store writes them with look-alike full-width characters and reads them back, so such a
-// document is stored instead of failing the write forever.
+// document is stored instead of failing the write forever. Likewise a NUL in a key (BSON names
+// cannot hold one; written as U+2400 SYMBOL FOR NULL) and, since FerretDB refuses nested arrays,
+// an array inside an array (written as {"［］": [...]}). A key that already holds one of these
+// look-alikes reads back as the character it stands for.
 var (
-	escapeKey   = strings.NewReplacer(".", "\uff0e", "$", "\uff04")
-	unescapeKey = strings.NewReplacer("\uff0e", ".", "\uff04", "$")
+	escapeKey   = strings.NewReplacer(".", "\uff0e", "$", "\uff04", "\x00", "\u2400")
+	unescapeKey = strings.NewReplacer("\uff0e", ".", "\uff04", "$", "\u2400", "\x00")
 )
 
-func needsEscape(k string) bool { return strings.ContainsAny(k, ".$") }
-func isEscaped(k string) bool   { return strings.ContainsAny(k, "\uff0e\uff04") }
+// nestedArrayKey wraps an array that is an element of an array.
+const nestedArrayKey = "\uff3b\uff3d"
 
-// escapeValue returns v with every map key escaped (copying only what changes).
-func escapeValue(v any) any { return mapKeys(v, needsEscape, escapeKey) }
+func needsEscape(k string) bool { return strings.ContainsAny(k, ".$\x00") }
+func isEscaped(k string) bool   { return strings.ContainsAny(k, "\uff0e\uff04\u2400") }
+
+// escapeValue returns v with every map key escaped and every array in an array wrapped.
+func escapeValue(v any) any { return mapKeys(v, needsEscape, escapeKey, true) }
 
 // unescapeValue reverses escapeValue.
-func unescapeValue(v any) any { return mapKeys(v, isEscaped, unescapeKey) }
+func unescapeValue(v any) any { return mapKeys(v, isEscaped, unescapeKey, false) }
 
-func mapKeys(v any, hit func(string) bool, r *strings.Replacer) any {
+func mapKeys(v any, hit func(string) bool, r *strings.Replacer, escape bool) any {
 	switch x := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(x))
@@ -34,17 +40,25 @@ func mapKeys(v any, hit func(string) bool, r *strings.Replacer) any {
 			if hit(k) {
 				k = r.Replace(k)
 			}
-			out[k] = mapKeys(e, hit, r)
+			out[k] = mapKeys(e, hit, r, escape)
 		}
 		return out
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			out[i] = mapKeys(e, hit, r)
+			e = mapKeys(e, hit, r, escape)
+			if inner, ok := e.([]any); ok && escape {
+				e = map[string]any{nestedArrayKey: inner}
+			} else if m, ok := e.(map[string]any); ok && !escape && len(m) == 1 {
+				if inner, ok := m[nestedArrayKey].([]any); ok {
+					e = inner
+				}
+			}
+			out[i] = e
 		}
 		return out
 	case bson.A: // arrays as the driver decodes them
-		return mapKeys([]any(x), hit, r)
+		return mapKeys([]any(x), hit, r, escape)
 	}
 	return v
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -179,7 +180,9 @@ func encodeCursor(parts ...string) string {
 
 func decodeCursor(c string, n int) ([]string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
+	if err != nil || !utf8.Valid(b) {
+		// Every cursor this API gives is UTF-8; other bytes would only reach the server as an
+		// invalid BSON string.
 		return nil, fmt.Errorf("invalid cursor")
 	}
 	parts := strings.Split(string(b), "\x00")
