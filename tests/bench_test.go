@@ -13,6 +13,9 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -91,6 +94,7 @@ func BenchmarkWebhookPath(b *testing.B) {
 	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
 	jqRate := gojqCeiling(b)
 	storeRate := storeCeiling(b, s)
+	emptyRate := emptyWorkflowCeiling(b, s, n)
 
 	fmt.Printf("\nwebhook path, %d deliveries each phase (embedded stack, %s):\n", n, "2 cores")
 	fmt.Printf("  accept latency sequential   p50 %v  p99 %v  max %v\n", p(0.5), p(0.99), lat[len(lat)-1])
@@ -98,10 +102,49 @@ func BenchmarkWebhookPath(b *testing.B) {
 		float64(n)/seqAccept.Seconds(), n, seqDone.Round(time.Millisecond), float64(n)/seqDone.Seconds())
 	fmt.Printf("  8 senders:  accepted %.0f/s, all %d workflows done after %v (%.1f deliveries/s end to end)\n",
 		float64(n)/parAccept.Seconds(), n, parDone.Round(time.Millisecond), float64(n)/parDone.Seconds())
-	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s\n", jqRate, storeRate)
+	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s, empty workflow on the same server %.1f/s (8 starters)\n",
+		jqRate, storeRate, emptyRate)
+	fmt.Printf("  ratio: end to end with 8 senders / empty workflow = %.0f%%\n", 100*float64(n)/parDone.Seconds()/emptyRate)
 	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "accept-p50-ms")
 	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "accept-p99-ms")
 	b.ReportMetric(float64(n)/parDone.Seconds(), "deliveries/s")
+}
+
+// emptyWorkflow does nothing: the per-workflow cost of the Temporal server itself.
+func emptyWorkflow(ctx workflow.Context) error { return nil }
+
+// emptyWorkflowCeiling starts n empty workflows from 8 starters on the same embedded server (a
+// worker in this process on a task queue of its own) and answers how many complete per second.
+func emptyWorkflowCeiling(b *testing.B, s *stack, n int) float64 {
+	w := worker.New(s.temporal, "bench-empty", worker.Options{})
+	w.RegisterWorkflow(emptyWorkflow)
+	require.NoError(b, w.Start())
+	defer w.Stop()
+	ctx := context.Background()
+	runs := make([]client.WorkflowRun, n)
+	start := time.Now()
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for k := 0; k < 8; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("bench-empty-%d-%d", start.UnixNano(), i), TaskQueue: "bench-empty"}, emptyWorkflow)
+				require.NoError(b, err)
+				runs[i] = run
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, r := range runs {
+		require.NoError(b, r.Get(ctx, nil))
+	}
+	return float64(n) / time.Since(start).Seconds()
 }
 
 func waitAll(b *testing.B, s *stack, ids []string) {
