@@ -329,10 +329,7 @@ func (d *Delivery) UnmarshalJSON(b []byte) error {
 	*d = Delivery(in.deliveryFields)
 	switch in.BodyEncoding {
 	case "":
-		d.Body = []byte(in.Body)
-		if string(in.Body) == "null" {
-			d.Body = nil
-		}
+		d.Body = []byte(in.Body) // a JSON body, "null" included (an empty body is "text")
 	case BodyText, BodyBase64:
 		var s string
 		if err := json.Unmarshal(in.Body, &s); err != nil {
