@@ -46,5 +46,5 @@ lint: ## gofmt and go vet
 
 .PHONY: bench
 BENCH ?= .
-bench: build ## benchmarks on the embedded stack (BENCH=WebhookPath|BulkReplay|KafkaStart selects one)
+bench: build ## benchmarks on the embedded stack (BENCH=WebhookPath|AcceptOpenLoop|BulkReplay|KafkaStart selects one)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 60m ./tests/
