@@ -327,26 +327,32 @@ func (d *Delivery) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*d = Delivery(in.deliveryFields)
-	switch in.BodyEncoding {
-	case "":
-		d.Body = []byte(in.Body) // a JSON body, "null" included (an empty body is "text")
+	// "" is a JSON body ("null" included; an empty body is "text").
+	body, err := decodeBody(in.Body, in.BodyEncoding)
+	if err != nil {
+		return fmt.Errorf("delivery body: %w", err)
+	}
+	d.Body = body
+	return nil
+}
+
+// decodeBody gives back the bytes of a body shown as JSON ("" or "json"), as a string ("text")
+// or as a base64 string ("base64"): the one reverse of both encodings of a body.
+func decodeBody(body json.RawMessage, encoding string) ([]byte, error) {
+	switch encoding {
+	case "", BodyJSON:
+		return []byte(body), nil
 	case BodyText, BodyBase64:
 		var s string
-		if err := json.Unmarshal(in.Body, &s); err != nil {
-			return fmt.Errorf("delivery body: %w", err)
+		if err := json.Unmarshal(body, &s); err != nil {
+			return nil, fmt.Errorf("%s body: %w", encoding, err)
 		}
-		d.Body = []byte(s)
-		if in.BodyEncoding == BodyBase64 {
-			raw, err := base64.StdEncoding.DecodeString(s)
-			if err != nil {
-				return fmt.Errorf("delivery body: %w", err)
-			}
-			d.Body = raw
+		if encoding == BodyText {
+			return []byte(s), nil
 		}
-	default:
-		return fmt.Errorf("delivery body: unknown encoding %q", in.BodyEncoding)
+		return base64.StdEncoding.DecodeString(s)
 	}
-	return nil
+	return nil, fmt.Errorf("unknown body encoding %q", encoding)
 }
 
 // Entity outcomes, as the workflow result and the delivery record report them.
@@ -464,18 +470,11 @@ const (
 
 // RawBody returns the exact bytes that were received.
 func (r *DeliveryRecord) RawBody() ([]byte, error) {
-	switch r.BodyEncoding {
-	case BodyText, BodyBase64:
-		var s string
-		if err := json.Unmarshal(r.Body, &s); err != nil {
-			return nil, fmt.Errorf("delivery %s: %s body: %w", r.ID, r.BodyEncoding, err)
-		}
-		if r.BodyEncoding == BodyText {
-			return []byte(s), nil
-		}
-		return base64.StdEncoding.DecodeString(s)
+	b, err := decodeBody(r.Body, r.BodyEncoding)
+	if err != nil {
+		return nil, fmt.Errorf("delivery %s: %w", r.ID, err)
 	}
-	return r.Body, nil
+	return b, nil
 }
 
 // Failure is a typed error as operators see it.
