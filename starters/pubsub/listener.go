@@ -110,13 +110,9 @@ func (l *Listener) receive(ctx context.Context, integration, subscription string
 	for ctx.Err() == nil {
 		err := sub.Receive(ctx, func(ctx context.Context, m *ps.Message) {
 			metrics.PubSubReceived.WithLabelValues(short).Inc()
-			headers := make(map[string]string, len(m.Attributes))
-			for k, v := range m.Attributes {
-				headers[strings.ToLower(k)] = v
-			}
 			d := intake.Delivery{
 				Integration: integration, Key: short + "." + m.ID, Origin: intake.OriginPubSub,
-				Body: m.Data, Headers: headers, ReceivedAt: time.Now().UTC(),
+				Body: m.Data, Headers: m.Attributes, ReceivedAt: time.Now().UTC(),
 				Meta: map[string]any{"subscription": short, "message_id": m.ID, "publish_time": m.PublishTime.UTC().Format(time.RFC3339Nano)},
 			}
 			// Acked once settled: started, or recorded as failed when it can never start (so a
