@@ -69,22 +69,7 @@ func BenchmarkWebhookPath(b *testing.B) {
 	// 2. throughput with 8 concurrent senders
 	ids = nil
 	parStart := time.Now()
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				post(i)
-			}
-		}()
-	}
-	for i := n; i < 2*n; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	fanOut(8, n, 2*n, func(i int) { post(i) })
 	parAccept := time.Since(parStart)
 	waitAll(b, s, ids)
 	parDone := time.Since(parStart)
@@ -123,24 +108,11 @@ func emptyWorkflowCeiling(b *testing.B, s *stack, n int) float64 {
 	ctx := context.Background()
 	runs := make([]client.WorkflowRun, n)
 	start := time.Now()
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for k := 0; k < 8; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("bench-empty-%d-%d", start.UnixNano(), i), TaskQueue: "bench-empty"}, emptyWorkflow)
-				require.NoError(b, err)
-				runs[i] = run
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	fanOut(8, 0, n, func(i int) {
+		run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("bench-empty-%d-%d", start.UnixNano(), i), TaskQueue: "bench-empty"}, emptyWorkflow)
+		require.NoError(b, err)
+		runs[i] = run
+	})
 	for _, r := range runs {
 		require.NoError(b, r.Get(ctx, nil))
 	}

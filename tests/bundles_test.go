@@ -125,11 +125,7 @@ func TestSeedBundles(t *testing.T) {
 		t.Helper()
 		_, err := s.waitWorkflow(wid)
 		require.Error(t, err)
-		var d intake.DeliveryRecord
-		require.Eventually(t, func() bool {
-			s.request("GET", "/api/v1/deliveries/"+strings.TrimPrefix(wid, "ingest."), nil, true, &d)
-			return d.Status == intake.DeliveryFailed
-		}, 10*time.Second, 100*time.Millisecond)
+		d := deliveryOnceFailed(t, s, wid, 10*time.Second)
 		require.NotNil(t, d.Error)
 		assert.Equal(t, intake.ErrHydration, d.Error.Type)
 		assert.Contains(t, d.Error.Message, contains)
@@ -171,11 +167,7 @@ func TestSeedBundles(t *testing.T) {
 		require.Equal(t, 202, code)
 		require.Eventually(t, func() bool { return countGets(up, "/orders/ord_orphan") >= 1 }, 30*time.Second, 100*time.Millisecond)
 		require.NoError(t, s.temporal.TerminateWorkflow(context.Background(), wid, "", "operator stopped it"))
-		var d intake.DeliveryRecord
-		require.Eventually(t, func() bool {
-			s.request("GET", "/api/v1/deliveries/"+strings.TrimPrefix(wid, "ingest."), nil, true, &d)
-			return d.Status == intake.DeliveryFailed
-		}, 30*time.Second, 200*time.Millisecond)
+		d := deliveryOnceFailed(t, s, wid, 30*time.Second)
 		require.NotNil(t, d.Error)
 		assert.Equal(t, "WorkflowClosed", d.Error.Type)
 		assert.Contains(t, d.Error.Message, "Terminated")
@@ -414,4 +406,15 @@ func countGets(up *upstream.Server, path string) int {
 		}
 	}
 	return n
+}
+
+// deliveryOnceFailed waits until the delivery of an ingest workflow is recorded as failed.
+func deliveryOnceFailed(t *testing.T, s *stack, workflowID string, within time.Duration) intake.DeliveryRecord {
+	t.Helper()
+	var d intake.DeliveryRecord
+	require.Eventually(t, func() bool {
+		s.request("GET", "/api/v1/deliveries/"+strings.TrimPrefix(workflowID, "ingest."), nil, true, &d)
+		return d.Status == intake.DeliveryFailed
+	}, within, 100*time.Millisecond)
+	return d
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,26 +30,13 @@ func TestStoreOutage(t *testing.T) {
 	const n = 500
 	emb.Stop()
 	stopped := time.Now()
-	var wg sync.WaitGroup
 	var accepted atomic.Int64
-	next := make(chan int)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				code, out := postPath(t, s, "outage_hook", "", []byte(fmt.Sprintf(`{"id":"out-%03d","name":"T%d"}`, i, i)), nil)
-				if assert.Equal(t, http.StatusAccepted, code, "%v", out) {
-					accepted.Add(1)
-				}
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	fanOut(8, 0, n, func(i int) {
+		code, out := postPath(t, s, "outage_hook", "", []byte(fmt.Sprintf(`{"id":"out-%03d","name":"T%d"}`, i, i)), nil)
+		if assert.Equal(t, http.StatusAccepted, code, "%v", out) {
+			accepted.Add(1)
+		}
+	})
 	require.Equal(t, int64(n), accepted.Load(), "every sender got its 202 while the store was down")
 	t.Logf("%d deliveries accepted with the store down in %s", n, time.Since(stopped).Round(time.Second))
 	time.Sleep(time.Until(stopped.Add(60 * time.Second)))

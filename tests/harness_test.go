@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,4 +299,25 @@ func expectEntities(t *testing.T, s *stack, want examples.Expectation, updatedBy
 		code, _ := s.request("GET", path(a), nil, true, nil)
 		assert.Equal(t, 404, code, "entity %s/%s must not exist", a.Template, a.Identifier)
 	}
+}
+
+// fanOut calls do for every i in [from, to) from `senders` goroutines at once, and returns when
+// all calls have returned (the load generators of the benchmarks and fault tests).
+func fanOut(senders, from, to int, do func(i int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < senders; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				do(i)
+			}
+		}()
+	}
+	for i := from; i < to; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }
