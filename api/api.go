@@ -150,16 +150,18 @@ type PublicError struct {
 	Err    error
 }
 
-func (e *PublicError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *PublicError) Error() string {
+	if e.Err == nil {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Err.Error()
+}
 func (e *PublicError) Unwrap() error { return e.Err }
 
 func publicReason(err error) string {
 	var pe *PublicError
 	if errors.As(err, &pe) {
 		return pe.Reason
-	}
-	if err.Error() != "" && !strings.Contains(err.Error(), ":") {
-		return err.Error() // a plain reason such as "loading examples"
 	}
 	return "not ready"
 }

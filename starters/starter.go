@@ -66,8 +66,7 @@ func WorkflowID(integration, key string) string { return "ingest." + integration
 // that is running or succeeded is not processed twice; a failed one may run again. It settles
 // d.Key (URL-safe) and d.ID first.
 func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error) {
-	d.Key = DeliveryKey(d.Key)
-	d.ID = d.Integration + "." + d.Key
+	Settle(d)
 	wid := WorkflowID(d.Integration, d.Key)
 	opts := client.StartWorkflowOptions{
 		ID:                    wid,

@@ -197,10 +197,10 @@ func (p *process) countInFlight(ctx context.Context, every time.Duration) {
 // ready is /readyz: Temporal, the store, the worker and the config cache.
 func (p *process) ready(ctx context.Context) error {
 	if !p.configured.Load() {
-		return errors.New("loading examples")
+		return &api.PublicError{Reason: "loading examples"}
 	}
 	if !p.catalog.Ready() {
-		return errors.New("configuration not loaded")
+		return &api.PublicError{Reason: "configuration not loaded"}
 	}
 	if err := p.store.Ping(ctx); err != nil {
 		return &api.PublicError{Reason: "the store is not reachable", Err: err}
