@@ -136,6 +136,15 @@ type Source struct {
 	Topics       []string `json:"topics,omitempty"`
 	Group        string   `json:"group,omitempty"`
 	Subscription string   `json:"subscription,omitempty"`
+	// Batch (streams only, opt-in) runs up to MaxRecords records of one partition as one
+	// workflow; each record keeps its own delivery, audit entries and outcome.
+	Batch *Batch `json:"batch,omitempty"`
+}
+
+// Batch bounds a batch: at most MaxRecords records, waiting at most MaxWait for them.
+type Batch struct {
+	MaxRecords int    `json:"max_records,omitempty"`
+	MaxWait    string `json:"max_wait,omitempty"`
 }
 
 // Security configures how webhook deliveries are authenticated.

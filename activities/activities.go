@@ -31,4 +31,7 @@ type Ref struct {
 	Origin      string `json:"origin"`
 	WorkflowID  string `json:"workflow_id"`
 	RunID       string `json:"run_id"`
+	// Batched is set for a record of a batch: the run is the batch's, shared by its records,
+	// so audit entry IDs also derive from the delivery.
+	Batched bool `json:"batched,omitempty"`
 }

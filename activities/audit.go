@@ -28,6 +28,10 @@ type AuditInput struct {
 // nothing twice while a redelivery or replay (a new run) gets entries of its own.
 func (a *Activities) Audit(ctx context.Context, in AuditInput) error {
 	countRetry(ctx)
+	return a.audit(ctx, in)
+}
+
+func (a *Activities) audit(ctx context.Context, in AuditInput) error {
 	if err := a.Store.InsertAudit(ctx, AuditEntries(in)); err != nil {
 		return fmt.Errorf("audit %s: %w", in.Ref.DeliveryID, err)
 	}
@@ -64,6 +68,10 @@ func countRetry(ctx context.Context) {
 // AuditEntries builds the entries of a run.
 func AuditEntries(in AuditInput) []intake.AuditEntry {
 	out := make([]intake.AuditEntry, 0, len(in.Result.Entities)+1)
+	idBase := in.Ref.WorkflowID
+	if in.Ref.Batched {
+		idBase += "\x00" + in.Ref.DeliveryID
+	}
 	if f := in.Failure; f != nil && len(in.Result.Entities) == 0 {
 		// The delivery failed before any entity (signature, configuration): one entry for it.
 		action := intake.ActionCreate
@@ -71,7 +79,7 @@ func AuditEntries(in AuditInput) []intake.AuditEntry {
 			action = intake.ActionAuthenticate
 		}
 		out = append(out, intake.AuditEntry{
-			ID: AuditID(in.Ref.WorkflowID, in.Ref.RunID, -1, -1), Action: action, ResourceType: "delivery",
+			ID: AuditID(idBase, in.Ref.RunID, -1, -1), Action: action, ResourceType: "delivery",
 			Trigger:    intake.AuditTrigger{At: in.At, By: intake.AuditBy{IntegrationID: in.Ref.Integration}, Origin: in.Ref.Origin},
 			Message:    f.Message,
 			Status:     intake.StatusFailure,
@@ -81,7 +89,7 @@ func AuditEntries(in AuditInput) []intake.AuditEntry {
 	}
 	for _, c := range in.Result.Entities {
 		e := intake.AuditEntry{
-			ID:           AuditID(in.Ref.WorkflowID, in.Ref.RunID, c.Mapping, c.Item),
+			ID:           AuditID(idBase, in.Ref.RunID, c.Mapping, c.Item),
 			Action:       actionOf(c),
 			ResourceType: "entity",
 			Trigger: intake.AuditTrigger{

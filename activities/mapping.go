@@ -57,7 +57,7 @@ func (a *Activities) MapWith(ctx context.Context, p *mappings.Program, in MapInp
 	return &MapResult{Mappings: outcomes, Entities: changes}, nil
 }
 
-// MappedBudget is how many bytes of JSON a delivery's entities may take: the Audit step's input
+// MappedBudget is how many bytes of JSON a delivery's entities may take: the Commit and Audit steps' input
 // carries them beside the delivery itself (its body base64-encoded), and Temporal refuses a
 // payload over mappings.MaxPayloadBytes (the workflow would retry its task forever).
 func MappedBudget(d intake.Delivery) int {

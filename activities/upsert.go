@@ -27,6 +27,10 @@ type UpsertInput struct {
 // per-entity outcome. A retried attempt reports what its first attempt did (LastRun).
 func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.EntityChange, error) {
 	countRetry(ctx)
+	return a.upsert(ctx, in)
+}
+
+func (a *Activities) upsert(ctx context.Context, in UpsertInput) ([]intake.EntityChange, error) {
 	const attempts = 10
 	for attempt := 1; ; attempt++ {
 		// Each attempt starts from the mapped changes and reads the entities again.

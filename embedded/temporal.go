@@ -157,8 +157,10 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 		temporal.WithAuthorizer(authorizer),
 		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
 		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
-			// Let a freshly registered search attribute and a new namespace be usable at once.
-			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+			// One partition per task queue: one host polls them all, and with four (the
+			// default) polls and tasks meet less often and are forwarded between partitions.
+			dynamicconfig.MatchingNumTaskqueueReadPartitions.Key():  1,
+			dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
 		}),
 	)
 	if err != nil {

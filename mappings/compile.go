@@ -192,8 +192,24 @@ type Program struct {
 	Hydration         *CompiledHydration
 	// SyncTimeout is how long the receiver waits for the workflow (0: answer 202 at once).
 	SyncTimeout time.Duration
-	Mappings    []*CompiledMapping
+	// Batch is set when a stream integration runs its records in batches.
+	Batch    *BatchPlan
+	Mappings []*CompiledMapping
 }
+
+// BatchPlan is a compiled source.batch.
+type BatchPlan struct {
+	MaxRecords int
+	MaxWait    time.Duration
+}
+
+// Batch limits and defaults.
+const (
+	DefaultBatchRecords = 500
+	MaxBatchRecords     = 1000
+	DefaultBatchWait    = 200 * time.Millisecond
+	MaxBatchWait        = 10 * time.Second
+)
 
 // CompiledMapping is one mapping with its expressions compiled.
 type CompiledMapping struct {
@@ -281,6 +297,7 @@ func Compile(in intake.Integration, templates map[string]*intake.Template) (*Pro
 	}
 	p.Hydration = compileHydration(in, errs)
 	p.SyncTimeout = compileResponse(in.Response, errs)
+	p.Batch = compileBatch(in, p.Hydration != nil, errs)
 	if in.RateLimit != nil && (in.RateLimit.PerSecond <= 0 || in.RateLimit.Burst < 1) {
 		errs.add("rate_limit", "per_second must be > 0 and burst >= 1")
 	}
@@ -294,6 +311,36 @@ func Compile(in intake.Integration, templates map[string]*intake.Template) (*Pro
 		return nil, err
 	}
 	return p, nil
+}
+
+func compileBatch(in intake.Integration, hydrates bool, errs *ConfigError) *BatchPlan {
+	if in.Source == nil || in.Source.Batch == nil {
+		return nil
+	}
+	b := in.Source.Batch
+	switch {
+	case in.SourceKind() == intake.SourceWebhook:
+		errs.add("source.batch", "only kafka and pubsub integrations run in batches")
+		return nil
+	case hydrates:
+		errs.add("source.batch", "not available with hydration (each record would fetch on its own)")
+		return nil
+	}
+	plan := &BatchPlan{MaxRecords: b.MaxRecords, MaxWait: DefaultBatchWait}
+	if plan.MaxRecords == 0 {
+		plan.MaxRecords = DefaultBatchRecords
+	}
+	if plan.MaxRecords < 1 || plan.MaxRecords > MaxBatchRecords {
+		errs.add("source.batch.max_records", "must be between 1 and %d", MaxBatchRecords)
+	}
+	if b.MaxWait != "" {
+		d, err := time.ParseDuration(b.MaxWait)
+		if err != nil || d <= 0 || d > MaxBatchWait {
+			errs.add("source.batch.max_wait", "must be a duration between 0 and %s, like \"200ms\"", MaxBatchWait)
+		}
+		plan.MaxWait = d
+	}
+	return plan
 }
 
 func compileMapping(i int, m intake.Mapping, templates map[string]*intake.Template, errs *ConfigError) *CompiledMapping {

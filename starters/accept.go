@@ -96,6 +96,49 @@ func (a *Acceptor) Accept(ctx context.Context, d *intake.Delivery) (Accepted, er
 	return Accepted{Started: started}, nil
 }
 
+// AcceptBatch settles a batch of records of one integration and partition (in offset order,
+// key {topic}.{partition}.{first}-{last}) as Accept settles one: records that can never start
+// are recorded failed one by one, the others start as one batch workflow. The error is
+// transient: retry the whole batch (what was settled stays settled, a started batch is a
+// duplicate).
+func (a *Acceptor) AcceptBatch(ctx context.Context, integration, key string, records []intake.Delivery) (Started, error) {
+	good := make([]intake.Delivery, 0, len(records))
+	for i := range records {
+		d := &records[i]
+		d.Headers = lowerHeaders(d.Headers)
+		Settle(d)
+		if reason := a.check(d); reason != "" {
+			if _, err := a.reject(ctx, d, reason); err != nil {
+				return Started{}, err
+			}
+			continue
+		}
+		good = append(good, *d)
+	}
+	if len(good) == 0 {
+		return Started{}, nil
+	}
+	started, err := a.Starter.StartBatch(ctx, integration, good[0].Origin, key, good)
+	var invalid *serviceerror.InvalidArgument
+	switch {
+	case errors.As(err, &invalid):
+		// Temporal refuses the batch itself: each record is recorded failed, none is lost.
+		for i := range good {
+			if _, err := a.reject(ctx, &good[i], "Temporal refused the batch workflow start: "+invalid.Message); err != nil {
+				return Started{}, err
+			}
+		}
+		return Started{}, nil
+	case err != nil:
+		metrics.StartFailures.WithLabelValues(integration).Inc()
+		return Started{}, err
+	}
+	metrics.Accepted.WithLabelValues(integration, good[0].Origin, strconv.FormatBool(started.Duplicate)).Add(float64(len(good)))
+	a.Log.Debug("batch accepted", "integration", integration, "workflow_id", started.WorkflowID, "run_id", started.RunID,
+		"records", len(good), "duplicate", started.Duplicate)
+	return started, nil
+}
+
 // Reject records a delivery that will not be processed (the webhook receiver's 400s): a failed
 // delivery with its reason, an audit entry, the failure metric. Its error is transient.
 func (a *Acceptor) Reject(ctx context.Context, d *intake.Delivery, reason string) error {

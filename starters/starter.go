@@ -21,6 +21,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 
 	"intake"
+	"intake/activities"
 	"intake/workflows"
 )
 
@@ -77,6 +78,9 @@ func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error
 		// running workflow is the one that processes the key.
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		// With a worker in this process (intake dev, or receiver and worker roles together) the
+		// first workflow task comes back with the start and skips matching; otherwise ignored.
+		EnableEagerStart: true,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			workflows.AttrIntegration.ValueSet(d.Integration),
 			workflows.AttrOrigin.ValueSet(d.Origin),
@@ -91,6 +95,32 @@ func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error
 		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
 	}
 	return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: run.GetRunID()}, nil
+}
+
+// StartBatch starts the batch workflow of records (settled, in offset order) under key
+// ({topic}.{partition}.{first_offset}-{last_offset}); a batch started before is a duplicate.
+func (s *Starter) StartBatch(ctx context.Context, integration, origin, key string, records []intake.Delivery) (Started, error) {
+	wid := workflows.BatchWorkflowID(integration, DeliveryKey(key))
+	run, err := s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       wid,
+		TaskQueue:                                s.TaskQueue,
+		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		EnableEagerStart:                         true,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.AttrIntegration.ValueSet(integration),
+			workflows.AttrOrigin.ValueSet(origin),
+		),
+	}, workflows.IngestBatchWorkflow, activities.BatchInput{Integration: integration, Records: records})
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	switch {
+	case errors.As(err, &already):
+		return Started{WorkflowID: wid, RunID: already.RunId, Duplicate: true}, nil
+	case err != nil:
+		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
+	}
+	return Started{WorkflowID: wid, RunID: run.GetRunID()}, nil
 }
 
 // Replay runs a stored delivery again, against the current configuration, as a new workflow

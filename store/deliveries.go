@@ -127,28 +127,87 @@ type DeliveryOutcome struct {
 // could not). A replay updates the original delivery and is listed among its replays.
 // Idempotent: a retried activity writes the same values.
 func (s *Store) RecordOutcome(ctx context.Context, d intake.Delivery, o DeliveryOutcome) error {
+	id, update, upsert := outcomeUpdate(d, o)
+	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
+		options.UpdateOne().SetUpsert(upsert))
+	if err != nil {
+		return fmt.Errorf("record outcome of %s: %w", id, err)
+	}
+	return nil
+}
+
+// RecordOutcomes is RecordOutcome for many deliveries (a batch's records), in bulk writes.
+func (s *Store) RecordOutcomes(ctx context.Context, ds []intake.Delivery, os []DeliveryOutcome) error {
+	for start := 0; start < len(ds); start += BulkChunk {
+		end := min(start+BulkChunk, len(ds))
+		models := make([]mongo.WriteModel, 0, end-start)
+		for i := start; i < end; i++ {
+			id, update, upsert := outcomeUpdate(ds[i], os[i])
+			models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
+				SetUpdate(update).SetUpsert(upsert))
+		}
+		if _, err := s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
+			return fmt.Errorf("record outcomes of %d deliveries: %w", len(models), err)
+		}
+	}
+	return nil
+}
+
+// outcomeUpdate is the update that records o on d's record (the original's, for a replay).
+func outcomeUpdate(d intake.Delivery, o DeliveryOutcome) (id string, update bson.D, upsert bool) {
 	set := bson.D{
 		{Key: "status", Value: o.Status}, {Key: "error", Value: o.Error}, {Key: "mappings", Value: o.Mappings},
 		{Key: "entities", Value: escapeChanges(o.Entities, escapeMap)}, {Key: "updated_at", Value: time.Now().UTC()},
 		{Key: "workflow_id", Value: o.WorkflowID}, {Key: "run_id", Value: o.RunID},
 	}
-	update := bson.D{{Key: "$set", Value: set}}
+	update = bson.D{{Key: "$set", Value: set}}
 	if d.ReplayOf == "" {
 		update = append(update, bson.E{Key: "$setOnInsert", Value: insertFields(d)})
-	} else {
-		update = append(update, bson.E{Key: "$addToSet", Value: bson.D{{Key: "replays", Value: intake.ReplayRun{
-			WorkflowID: o.WorkflowID, RunID: o.RunID, Status: o.Status}}}})
+		return d.ID, update, true
 	}
-	id := d.ID
-	if d.ReplayOf != "" {
-		id = d.ReplayOf
+	update = append(update, bson.E{Key: "$addToSet", Value: bson.D{{Key: "replays", Value: intake.ReplayRun{
+		WorkflowID: o.WorkflowID, RunID: o.RunID, Status: o.Status}}}})
+	return d.ReplayOf, update, false
+}
+
+// ClaimDeliveries records a batch's deliveries as accepted by the run workflowID/runID, each
+// only if no record of it exists yet: claimed[i] tells whether delivery i is this run's to
+// process (new, or claimed by an earlier attempt of the same run) or already another run's (a
+// redelivered record). Records are inserted, never replaced, so exactly one run claims each.
+func (s *Store) ClaimDeliveries(ctx context.Context, ds []intake.Delivery, workflowID, runID string) ([]bool, error) {
+	claimed := make([]bool, len(ds))
+	now := time.Now().UTC()
+	for start := 0; start < len(ds); start += BulkChunk {
+		end := min(start+BulkChunk, len(ds))
+		models := make([]mongo.WriteModel, 0, end-start)
+		for i := start; i < end; i++ {
+			claimed[i] = true
+			doc := append(bson.D{{Key: "_id", Value: ds[i].ID}}, insertFields(ds[i])...)
+			doc = append(doc, bson.E{Key: "status", Value: intake.StatusAccepted}, bson.E{Key: "workflow_id", Value: workflowID},
+				bson.E{Key: "run_id", Value: runID}, bson.E{Key: "updated_at", Value: now})
+			models = append(models, mongo.NewInsertOneModel().SetDocument(doc))
+		}
+		_, err := s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		var bwe mongo.BulkWriteException
+		switch {
+		case err == nil:
+			continue
+		case !errors.As(err, &bwe) || bwe.WriteConcernError != nil:
+			return nil, fmt.Errorf("claim %d deliveries: %w", len(models), err)
+		}
+		for _, we := range bwe.WriteErrors {
+			if !mongo.IsDuplicateKeyError(we) {
+				return nil, fmt.Errorf("claim %d deliveries: %w", len(models), err)
+			}
+			i := start + we.Index
+			cur, err := s.GetDelivery(ctx, ds[i].ID)
+			if err != nil {
+				return nil, fmt.Errorf("claim delivery %s: %w", ds[i].ID, err)
+			}
+			claimed[i] = cur.WorkflowID == workflowID && cur.RunID == runID
+		}
 	}
-	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
-		options.UpdateOne().SetUpsert(d.ReplayOf == ""))
-	if err != nil {
-		return fmt.Errorf("record outcome of %s: %w", id, err)
-	}
-	return nil
+	return claimed, nil
 }
 
 // GetDelivery returns one delivery record or ErrNotFound.

@@ -15,12 +15,12 @@ func (s *IngestSuite) TestReferenceIsLoadedBeforeTheSteps() {
 	full := s.delivery(`{"kind":"groups","groups":[{"id":"g1","name":"G"}]}`)
 	full.Origin, full.ReplayOf = intake.OriginReplay, full.ID
 	s.env.OnActivity(s.a.LoadDelivery, mock.Anything, full.ID).Return(&full, nil).Once()
-	s.env.OnActivity(s.a.Upsert, mock.Anything, mock.Anything).Return(outcomes(intake.OutcomeUpdated)).Once()
 	var audited activities.AuditInput
-	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.AuditInput) error {
-		audited = in
-		return nil
-	}).Once()
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(outcomes(intake.OutcomeUpdated),
+		func(_ context.Context, in activities.AuditInput) error {
+			audited = in
+			return nil
+		})).Once()
 	ref := intake.Delivery{ID: full.ID, Integration: full.Integration, Key: full.Key, Origin: intake.OriginReplay,
 		ReplayOf: full.ID, Ref: full.ID, Verified: true}
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, ref)

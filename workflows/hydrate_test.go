@@ -20,7 +20,7 @@ import (
 )
 
 // HydrateSuite runs the workflow of an integration that fetches the full record of a thin
-// notification; the Hydrate, Upsert and Audit activities are played by the test.
+// notification; the Hydrate, Commit and Audit activities are played by the test.
 type HydrateSuite struct {
 	suite.Suite
 	testsuite.WorkflowTestSuite
@@ -61,11 +61,10 @@ func fetched(doc string) *activities.HydrateResult {
 func (s *HydrateSuite) TestFetchedDocumentIsMappedAndClearedFieldsAreCleared() {
 	s.env.OnActivity(s.a.Hydrate, mock.Anything, mock.Anything).Return(fetched(`{"id":"a1","email":"a@x.io"}`), nil).Once()
 	var upserted []intake.EntityChange
-	s.env.OnActivity(s.a.Upsert, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.UpsertInput) ([]intake.EntityChange, error) {
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(func(_ context.Context, in activities.UpsertInput) ([]intake.EntityChange, error) {
 		upserted = in.Changes
 		return outcomes(intake.OutcomeUpdated)(context.Background(), in)
-	}).Once()
-	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(nil).Once()
+	}, nil)).Once()
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"id":"a1","event":"updated"}`))
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Require().Len(upserted, 1)
@@ -85,8 +84,7 @@ func (s *HydrateSuite) TestUpstreamOutageIsRetriedWithBackoff() {
 		}
 		return fetched(`{"id":"a1","email":"a@x.io","plan":"pro"}`), nil
 	})
-	s.env.OnActivity(s.a.Upsert, mock.Anything, mock.Anything).Return(outcomes(intake.OutcomeCreated)).Once()
-	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(nil).Once()
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(outcomes(intake.OutcomeCreated), nil)).Once()
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"id":"a1"}`))
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(3, calls)
@@ -110,17 +108,16 @@ func (s *HydrateSuite) TestUpstream4xxFailsTheDeliveryAtOnce() {
 	s.Require().NotNil(recorded.Failure)
 	s.Equal(intake.ErrHydration, recorded.Failure.Type)
 	s.Equal(intake.DeliveryFailed, recorded.Result.Outcome)
-	s.env.AssertNotCalled(s.T(), "Upsert", mock.Anything, mock.Anything)
+	s.env.AssertNotCalled(s.T(), "Commit", mock.Anything, mock.Anything)
 }
 
 func (s *HydrateSuite) TestDeleteEventDeletesWithoutFetching() {
 	// The real Hydrate decides the delete from the notification and fetches nothing.
 	var upserted []intake.EntityChange
-	s.env.OnActivity(s.a.Upsert, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.UpsertInput) ([]intake.EntityChange, error) {
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(func(_ context.Context, in activities.UpsertInput) ([]intake.EntityChange, error) {
 		upserted = in.Changes
 		return outcomes(intake.OutcomeDeleted)(context.Background(), in)
-	}).Once()
-	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(nil).Once()
+	}, nil)).Once()
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"id":"a1","event":"deleted"}`))
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Require().Len(upserted, 1)

@@ -4,8 +4,6 @@ package workflows
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -52,13 +50,14 @@ var (
 	}
 )
 
-// IngestWorkflow runs one delivery: Verify, Hydrate (when configured), Map, Validate, Upsert, then Audit (which also
-// records the delivery's outcome) and Finish.
+// IngestWorkflow runs one delivery: Verify, Hydrate (when configured), Map, Validate, then
+// Commit (Upsert and Audit in one activity, which also records the delivery's outcome) and Finish.
+// A delivery with nothing to write (filtered, or failed before the store) only runs Audit.
 func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResult, error) {
 	var a *activities.Activities
+	actx := workflow.WithActivityOptions(ctx, storeOptions)
 	if d.Ref != "" {
 		// step 0, claim check: load the stored delivery this run was given a reference to
-		actx := workflow.WithActivityOptions(ctx, storeOptions)
 		if err := workflow.ExecuteActivity(actx, a.LoadDelivery, d.Ref).Get(ctx, &d); err != nil {
 			return nil, err
 		}
@@ -70,34 +69,55 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 	}
 	result := &intake.IngestResult{DeliveryID: d.ID}
 
-	err := process(ctx, d, ref, result)
-	if err == nil {
-		err = entityFailure(result.Entities)
-	}
-	setOutcome(result, err)
-
-	// step 5, audit every entity outcome and record the delivery's (retried until the store answers)
-	actx := workflow.WithActivityOptions(ctx, storeOptions)
-	audit := compact(activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result, Failure: failureOf(err)})
-	if aerr := workflow.ExecuteActivity(actx, a.Audit, audit).Get(ctx, nil); aerr != nil {
-		return nil, aerr
-	}
-
-	// step 6, finish: search attributes; a delivery with a failed entity ends as a failed workflow
-	_ = workflow.UpsertTypedSearchAttributes(ctx, AttrOutcome.ValueSet(result.Outcome))
-	if err != nil {
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) {
-			// Keep the typed error, with the per-entity results as details.
-			return nil, temporal.NewNonRetryableApplicationError(appErr.Message(), appErr.Type(), nil, result)
+	// steps 1 to 3: verify, hydrate, map, validate
+	err := process(ctx, d, result)
+	var failure *intake.Failure
+	switch {
+	case err == nil && activities.AnyPending(result.Entities):
+		// steps 4 and 5, commit: upsert, audit every entity outcome and record the delivery's
+		// (retried until the store answers). The Map step bounded the entities so that they
+		// fit beside the delivery in one payload (activities.MappedBudget).
+		in := activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result}
+		var done activities.CommitResult
+		if err := workflow.ExecuteActivity(actx, a.Commit, in).Get(ctx, &done); err != nil {
+			return nil, err
 		}
-		return nil, err
+		*result, failure = done.Result, done.Failure
+	default:
+		// step 5 alone: nothing to write (filtered, or every entity failed), or a step failed
+		failure = activities.FailureOf(err)
+		if failure == nil {
+			failure = activities.EntityFailure(result.Entities)
+		}
+		if failure, err = audit(ctx, ref, d, result, failure); err != nil {
+			return nil, err
+		}
+	}
+
+	// step 6, finish: search attributes (one upsert, one visibility write); a delivery with a
+	// failed entity ends as a failed workflow with its typed error and per-entity results
+	attrs := []temporal.SearchAttributeUpdate{AttrOutcome.ValueSet(result.Outcome)}
+	if len(result.Mappings) > 0 {
+		attrs = append(attrs, AttrTemplate.ValueSet(result.Mappings[0].Template))
+	}
+	_ = workflow.UpsertTypedSearchAttributes(ctx, attrs...)
+	if failure != nil {
+		return nil, temporal.NewNonRetryableApplicationError(failure.Message, failure.Type, nil, result)
 	}
 	return result, nil
 }
 
-// process runs steps 1 to 4, filling result; the error is what ends the delivery early.
-func process(ctx workflow.Context, d intake.Delivery, ref activities.Ref, result *intake.IngestResult) error {
+// audit runs the Audit step alone, with the outcome the failure (or its absence) gives.
+func audit(ctx workflow.Context, ref activities.Ref, d intake.Delivery, result *intake.IngestResult, failure *intake.Failure) (*intake.Failure, error) {
+	var a *activities.Activities
+	result.Outcome = activities.OutcomeOf(*result, failure)
+	actx := workflow.WithActivityOptions(ctx, storeOptions)
+	in := compact(activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result, Failure: failure})
+	return failure, workflow.ExecuteActivity(actx, a.Audit, in).Get(ctx, nil)
+}
+
+// process runs steps 1 to 3, filling result; the error is what ends the delivery early.
+func process(ctx workflow.Context, d intake.Delivery, result *intake.IngestResult) error {
 	var a *activities.Activities
 	lctx := workflow.WithLocalActivityOptions(ctx, localOptions)
 
@@ -122,25 +142,12 @@ func process(ctx workflow.Context, d intake.Delivery, ref activities.Ref, result
 		return err
 	}
 	result.Mappings, result.Entities = mapped.Mappings, mapped.Entities
-	if len(mapped.Mappings) > 0 {
-		_ = workflow.UpsertTypedSearchAttributes(ctx, AttrTemplate.ValueSet(mapped.Mappings[0].Template))
-	}
 	if len(result.Entities) == 0 {
 		return nil
 	}
 
 	// step 3, validate against the templates
-	if err := workflow.ExecuteLocalActivity(lctx, a.Validate, result.Entities).Get(ctx, &result.Entities); err != nil {
-		return err
-	}
-
-	// step 4, upsert or delete in the store (retried until the store answers)
-	if !anyPending(result.Entities) {
-		return nil
-	}
-	actx := workflow.WithActivityOptions(ctx, storeOptions)
-	up := activities.UpsertInput{Ref: ref, Changes: result.Entities}
-	return workflow.ExecuteActivity(actx, a.Upsert, up).Get(ctx, &result.Entities)
+	return workflow.ExecuteLocalActivity(lctx, a.Validate, result.Entities).Get(ctx, &result.Entities)
 }
 
 // maxAuditInput keeps the Audit step's input under Temporal's 2 MB payload limit.
@@ -172,55 +179,3 @@ func compact(in activities.AuditInput) activities.AuditInput {
 	return in
 }
 
-func anyPending(changes []intake.EntityChange) bool {
-	for i := range changes {
-		if !changes[i].Failed() {
-			return true
-		}
-	}
-	return false
-}
-
-// entityFailure is the typed error of the first failed entity.
-func entityFailure(changes []intake.EntityChange) error {
-	failed := 0
-	var first *intake.EntityChange
-	for i := range changes {
-		if changes[i].Failed() {
-			failed++
-			if first == nil {
-				first = &changes[i]
-			}
-		}
-	}
-	if first == nil {
-		return nil
-	}
-	msg := first.Message
-	if failed > 1 {
-		msg = fmt.Sprintf("%d of %d entities failed; first: %s", failed, len(changes), first.Message)
-	}
-	return temporal.NewNonRetryableApplicationError(msg, first.ErrorType, nil)
-}
-
-func setOutcome(result *intake.IngestResult, err error) {
-	switch {
-	case err != nil:
-		result.Outcome = intake.DeliveryFailed
-	case len(result.Entities) == 0:
-		result.Outcome = intake.DeliveryFiltered
-	default:
-		result.Outcome = intake.DeliverySucceeded
-	}
-}
-
-func failureOf(err error) *intake.Failure {
-	if err == nil {
-		return nil
-	}
-	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) {
-		return &intake.Failure{Type: appErr.Type(), Message: appErr.Message()}
-	}
-	return &intake.Failure{Type: "Error", Message: err.Error()}
-}

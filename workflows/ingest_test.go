@@ -88,21 +88,38 @@ func outcomes(list ...string) func(context.Context, activities.UpsertInput) ([]i
 	}
 }
 
+// commit plays the Commit activity with the test's store (upsert) and audit (nil: accept it).
+func commit(upsert func(context.Context, activities.UpsertInput) ([]intake.EntityChange, error),
+	audit func(context.Context, activities.AuditInput) error) func(context.Context, activities.AuditInput) (*activities.CommitResult, error) {
+	return func(ctx context.Context, in activities.AuditInput) (*activities.CommitResult, error) {
+		changes, err := upsert(ctx, activities.UpsertInput{Ref: in.Ref, Changes: in.Result.Entities})
+		if err != nil {
+			return nil, err
+		}
+		in = activities.Committed(in, changes)
+		if audit != nil {
+			if err := audit(ctx, in); err != nil {
+				return nil, err
+			}
+		}
+		return &activities.CommitResult{Result: in.Result, Failure: in.Failure}, nil
+	}
+}
+
 func (s *IngestSuite) TestTransientStoreErrorIsRetriedUntilItSucceeds() {
 	calls := 0
-	s.env.OnActivity(s.a.Upsert, mock.Anything, mock.Anything).Return(
+	var audited []intake.EntityChange
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(
 		func(ctx context.Context, in activities.UpsertInput) ([]intake.EntityChange, error) {
 			calls++
 			if calls < 3 {
 				return nil, errors.New("store unavailable")
 			}
 			return outcomes(intake.OutcomeCreated)(ctx, in)
-		})
-	var audited []intake.EntityChange
-	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.AuditInput) error {
-		audited = in.Result.Entities
-		return nil
-	})
+		}, func(_ context.Context, in activities.AuditInput) error {
+			audited = in.Result.Entities
+			return nil
+		}))
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"groups","groups":[{"id":"g1","name":"G"}]}`))
 	s.Require().True(s.env.IsWorkflowCompleted())
 	s.Require().NoError(s.env.GetWorkflowError())
@@ -117,12 +134,12 @@ func (s *IngestSuite) TestTransientStoreErrorIsRetriedUntilItSucceeds() {
 
 func (s *IngestSuite) TestMappingErrorIsNotRetriedAndIsAudited() {
 	var audited []intake.EntityChange
-	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.AuditInput) error {
-		audited = in.Result.Entities
-		return nil
-	}).Once()
 	// g2 has no id: that item fails, g1 still goes to the store.
-	s.env.OnActivity(s.a.Upsert, mock.Anything, mock.Anything).Return(outcomes(intake.OutcomeCreated)).Once()
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(outcomes(intake.OutcomeCreated),
+		func(_ context.Context, in activities.AuditInput) error {
+			audited = in.Result.Entities
+			return nil
+		})).Once()
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"groups","groups":[{"id":"g1"},{"name":"no id"}]}`))
 	s.Require().True(s.env.IsWorkflowCompleted())
 	s.assertFailedWith(intake.ErrMapping, "mappings[0].entity.identifier")
@@ -137,7 +154,7 @@ func (s *IngestSuite) TestValidationErrorFailsWithoutTouchingTheStore() {
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"groups","groups":[{"id":"g1","name":42}]}`))
 	s.Require().True(s.env.IsWorkflowCompleted())
 	s.assertFailedWith(intake.ErrValidation, "property 'name': expected string, got number")
-	s.env.AssertNotCalled(s.T(), "Upsert", mock.Anything, mock.Anything)
+	s.env.AssertNotCalled(s.T(), "Commit", mock.Anything, mock.Anything)
 }
 
 func (s *IngestSuite) TestFilteredDeliveryWritesNothing() {
@@ -154,15 +171,14 @@ func (s *IngestSuite) TestFilteredDeliveryWritesNothing() {
 	s.Equal(intake.DeliveryFiltered, res.Outcome)
 	s.True(res.Mappings[0].Filtered)
 	s.Empty(res.Entities)
-	s.env.AssertNotCalled(s.T(), "Upsert", mock.Anything, mock.Anything)
+	s.env.AssertNotCalled(s.T(), "Commit", mock.Anything, mock.Anything)
 	s.Empty(activities.AuditEntries(recorded), "a filtered delivery has no audit entry")
 	s.Equal(intake.DeliveryFiltered, recorded.Result.Outcome, "but its delivery record says filtered")
 }
 
 func (s *IngestSuite) TestResultListsEveryEntityOutcome() {
-	s.env.OnActivity(s.a.Upsert, mock.Anything, mock.Anything).Return(
-		outcomes(intake.OutcomeCreated, intake.OutcomeUpdated, intake.OutcomeUnchanged, intake.OutcomeSkipped))
-	s.env.OnActivity(s.a.Audit, mock.Anything, mock.Anything).Return(nil)
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(
+		outcomes(intake.OutcomeCreated, intake.OutcomeUpdated, intake.OutcomeUnchanged, intake.OutcomeSkipped), nil))
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"groups","groups":[{"id":"a"},{"id":"b"},{"id":"c"},{"id":"d"}]}`))
 	s.Require().NoError(s.env.GetWorkflowError())
 	var res intake.IngestResult
@@ -189,7 +205,7 @@ func (s *IngestSuite) TestTamperedBodyFailsSignatureInWorkflow() {
 	s.Require().Len(entries, 1)
 	s.Equal(intake.ActionAuthenticate, entries[0].Action)
 	s.Equal("delivery", entries[0].ResourceType)
-	s.env.AssertNotCalled(s.T(), "Upsert", mock.Anything, mock.Anything)
+	s.env.AssertNotCalled(s.T(), "Commit", mock.Anything, mock.Anything)
 }
 
 func (s *IngestSuite) assertFailedWith(errType, msg string) {

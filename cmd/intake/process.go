@@ -83,6 +83,7 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{WorkerStopTimeout: 3 * time.Second})
 		p.worker.RegisterWorkflow(workflows.IngestWorkflow)
 		p.worker.RegisterWorkflow(workflows.BulkReplayWorkflow)
+		p.worker.RegisterWorkflow(workflows.IngestBatchWorkflow)
 		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log, HydrationAllow: allow, MaxEntities: cfg.MaxEntities})
 		if err := p.worker.Start(); err != nil {
 			return nil, fmt.Errorf("start worker: %w", err)

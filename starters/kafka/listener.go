@@ -238,16 +238,38 @@ func (l *Listener) consume(ctx context.Context, c *consumer) {
 		if !ok {
 			return
 		}
+		// Without batching, take what is already fetched (up to Batch); with it, wait up to
+		// max_wait for max_records.
+		limit, wait := Batch, time.Duration(0)
+		if b := l.batchOf(c.group); b != nil {
+			limit, wait = max(b.MaxRecords, Batch), b.MaxWait
+		}
 		batch := []kafkago.Message{first}
+		var deadline <-chan time.Time
+		if wait > 0 {
+			deadline = time.After(wait)
+		}
 	fill:
-		for len(batch) < Batch {
+		for len(batch) < limit {
+			if deadline == nil {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, m)
+				default:
+					break fill
+				}
+				continue
+			}
 			select {
 			case m, ok := <-msgs:
 				if !ok {
 					break fill
 				}
 				batch = append(batch, m)
-			default:
+			case <-deadline:
 				break fill
 			}
 		}
@@ -260,27 +282,126 @@ func (l *Listener) consume(ctx context.Context, c *consumer) {
 	}
 }
 
-// startAll starts the workflows of a batch in parallel, retrying each until it succeeds.
+// batchOf is how much a fetch of the group gathers: the largest max_records and max_wait of
+// its batching integrations (nil: none batches).
+func (l *Listener) batchOf(group string) *mappings.BatchPlan {
+	var out *mappings.BatchPlan
+	for _, p := range l.Catalog.Programs() {
+		in := &p.Integration
+		if p.Batch == nil || in.SourceKind() != intake.SourceKafka || !in.IsEnabled() || l.groupOf(in) != group {
+			continue
+		}
+		if out == nil {
+			out = &mappings.BatchPlan{}
+		}
+		out.MaxRecords, out.MaxWait = max(out.MaxRecords, p.Batch.MaxRecords), max(out.MaxWait, p.Batch.MaxWait)
+	}
+	return out
+}
+
+// startAll settles the records of a fetch: one workflow per record, or one per run of records
+// of a batching integration and partition, started in parallel and each retried until it
+// succeeds. It reports false when stopping before everything was settled.
 func (l *Listener) startAll(ctx context.Context, group string, batch []kafkago.Message) bool {
 	var wg sync.WaitGroup
 	var failed sync.Once
 	ok := true
 	sem := make(chan struct{}, 16)
+	run := func(settle func() bool) {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if !settle() {
+				failed.Do(func() { ok = false })
+			}
+		}()
+	}
+	batches := map[batchKey]*pending{}
+	var order []batchKey
 	for _, m := range batch {
 		metrics.KafkaConsumed.WithLabelValues(group, m.Topic).Inc()
-		for _, d := range l.route(group, m) {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func(d intake.Delivery) {
-				defer func() { <-sem; wg.Done() }()
-				if !l.startWithRetry(ctx, d) {
-					failed.Do(func() { ok = false })
-				}
-			}(d)
+		for _, r := range l.route(group, m) {
+			if r.batch == nil {
+				d := r.delivery
+				run(func() bool { return l.startWithRetry(ctx, d) })
+				continue
+			}
+			k := batchKey{r.delivery.Integration, m.Topic, m.Partition}
+			p := batches[k]
+			if p == nil {
+				p = &pending{plan: r.batch}
+				batches[k] = p
+				order = append(order, k)
+			}
+			p.add(m.Offset, r.delivery)
+		}
+	}
+	for _, k := range order {
+		for _, chunk := range batches[k].chunks() {
+			key := k.topic + "." + strconv.Itoa(k.partition) + "." + strconv.FormatInt(chunk.first, 10) + "-" + strconv.FormatInt(chunk.last, 10)
+			integration, records := k.integration, chunk.records
+			run(func() bool { return l.startBatchWithRetry(ctx, integration, key, records) })
 		}
 	}
 	wg.Wait()
 	return ok
+}
+
+type batchKey struct {
+	integration string
+	topic       string
+	partition   int
+}
+
+// pending collects one integration's records of one partition, in offset order.
+type pending struct {
+	plan    *mappings.BatchPlan
+	offsets []int64
+	records []intake.Delivery
+}
+
+func (p *pending) add(offset int64, d intake.Delivery) {
+	p.offsets = append(p.offsets, offset)
+	p.records = append(p.records, d)
+}
+
+// maxBatchBytes bounds the bodies of one batch workflow's input, well under Temporal's 2 MB
+// payload limit (a single record may have up to 1 MiB: it goes alone).
+const maxBatchBytes = 1 << 20
+
+type chunk struct {
+	first, last int64
+	records     []intake.Delivery
+}
+
+// chunks cuts the records at max_records and at maxBatchBytes of bodies.
+func (p *pending) chunks() []chunk {
+	var out []chunk
+	start, size := 0, 0
+	for i := range p.records {
+		n := len(p.records[i].Body) + 512
+		if i > start && (i-start == p.plan.MaxRecords || size+n > maxBatchBytes) {
+			out = append(out, chunk{first: p.offsets[start], last: p.offsets[i-1], records: p.records[start:i]})
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(out, chunk{first: p.offsets[start], last: p.offsets[len(p.records)-1], records: p.records[start:]})
+}
+
+// startBatchWithRetry settles a batch like startWithRetry settles a record.
+func (l *Listener) startBatchWithRetry(ctx context.Context, integration, key string, records []intake.Delivery) bool {
+	for attempt := 0; ; attempt++ {
+		if _, err := l.Accept.AcceptBatch(ctx, integration, key, records); err == nil {
+			return true
+		} else {
+			l.Log.Warn("batch workflow start failed; retrying", "integration", integration, "key", key, "err", err, "attempt", attempt+1)
+		}
+		if !starters.Backoff(ctx, attempt) {
+			return false
+		}
+	}
 }
 
 // startWithRetry settles one record: started, or recorded as failed when it can never start (a
@@ -299,8 +420,14 @@ func (l *Listener) startWithRetry(ctx context.Context, d intake.Delivery) bool {
 	}
 }
 
+// routed is a record's Delivery for one integration, with that integration's batch plan.
+type routed struct {
+	delivery intake.Delivery
+	batch    *mappings.BatchPlan
+}
+
 // route turns a record into one Delivery per kafka integration of the group that reads its topic.
-func (l *Listener) route(group string, m kafkago.Message) []intake.Delivery {
+func (l *Listener) route(group string, m kafkago.Message) []routed {
 	headers := map[string]string{}
 	for _, h := range m.Headers {
 		k := strings.ToLower(h.Key)
@@ -313,17 +440,17 @@ func (l *Listener) route(group string, m kafkago.Message) []intake.Delivery {
 	// The record's timestamp is part of the key: after a topic is deleted and created again (or
 	// another cluster), a new record at a used offset is not a duplicate of the old one.
 	key := m.Topic + "." + strconv.Itoa(m.Partition) + "." + strconv.FormatInt(m.Offset, 10) + "." + strconv.FormatInt(m.Time.UnixMilli(), 10)
-	var out []intake.Delivery
+	var out []routed
 	for _, p := range l.Catalog.Programs() {
 		in := &p.Integration
 		if in.SourceKind() != intake.SourceKafka || !in.IsEnabled() || l.groupOf(in) != group || !slices.Contains(topicsOf(in), m.Topic) {
 			continue
 		}
-		out = append(out, intake.Delivery{
+		out = append(out, routed{delivery: intake.Delivery{
 			Integration: in.Identifier, Key: key, Origin: intake.OriginKafka, Body: m.Value, Headers: headers,
 			Meta:       map[string]any{"topic": m.Topic, "partition": m.Partition, "offset": m.Offset, "key": string(m.Key)},
 			ReceivedAt: time.Now().UTC(),
-		})
+		}, batch: p.Batch})
 	}
 	if len(out) == 0 {
 		l.Log.Warn("kafka record matches no integration; committed", "group", group, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset)
