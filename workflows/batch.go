@@ -8,7 +8,9 @@ import (
 
 // BatchWorkflowID is the ID of a batch's workflow: the integration, then the records' topic,
 // partition and first and last offsets (design.md §1), so a batch started twice is one run.
-func BatchWorkflowID(integration, key string) string { return "ingest-batch." + integration + "." + key }
+func BatchWorkflowID(integration, key string) string {
+	return "ingest-batch." + integration + "." + key
+}
 
 // IngestBatchWorkflow runs a batch of stream records (source.batch): one activity maps,
 // validates, writes and audits them all, each record as its own delivery with its own outcome.

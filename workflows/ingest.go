@@ -178,4 +178,3 @@ func compact(in activities.AuditInput) activities.AuditInput {
 	in.Result.Entities = entities
 	return in
 }
-
