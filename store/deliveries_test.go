@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +128,50 @@ func TestRetention(t *testing.T) {
 	_, a, err = s.Expire(ctx, time.Time{}, time.Now().Add(-24*time.Hour))
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), a)
+}
+
+// A batch claims its records once: a second run finds them taken, a retry of the same run finds
+// them its own, and outcomes are written in bulk.
+func TestClaimDeliveries(t *testing.T) {
+	s, _, _ := open(t)
+	ctx := context.Background()
+	var ds []intake.Delivery
+	for i := 0; i < 70; i++ { // more than one bulk chunk
+		ds = append(ds, intake.Delivery{ID: "claims.k" + strconv.Itoa(i), Integration: "claims", Key: "k" + strconv.Itoa(i),
+			Origin: intake.OriginKafka, Body: []byte(`{"i":` + strconv.Itoa(i) + `}`), ReceivedAt: time.Now().UTC()})
+	}
+	first, err := s.ClaimDeliveries(ctx, ds[:40], "batch-a", "run-1")
+	require.NoError(t, err)
+	assert.Equal(t, slices.Repeat([]bool{true}, 40), first)
+
+	again, err := s.ClaimDeliveries(ctx, ds[:40], "batch-a", "run-1")
+	require.NoError(t, err)
+	assert.Equal(t, first, again, "a retried attempt of the same run keeps its claims")
+
+	other, err := s.ClaimDeliveries(ctx, ds[30:], "batch-b", "run-2")
+	require.NoError(t, err)
+	assert.Equal(t, append(slices.Repeat([]bool{false}, 10), slices.Repeat([]bool{true}, 30)...), other,
+		"records 30..39 belong to the first batch; 40..69 are new")
+
+	r, err := s.GetDelivery(ctx, "claims.k35")
+	require.NoError(t, err)
+	assert.Equal(t, intake.StatusAccepted, r.Status)
+	assert.Equal(t, "batch-a", r.WorkflowID)
+	assert.JSONEq(t, `{"i":35}`, string(r.Body), "a claim records the body for replay")
+
+	outs := make([]store.DeliveryOutcome, 30)
+	for i := range outs {
+		outs[i] = store.DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "batch-b", RunID: "run-2"}
+	}
+	outs[5] = store.DeliveryOutcome{Status: intake.DeliveryFailed, WorkflowID: "batch-b", RunID: "run-2",
+		Error: &intake.Failure{Type: intake.ErrRelationMissing, Message: "Relation 'x' does not exist"}}
+	require.NoError(t, s.RecordOutcomes(ctx, ds[40:], outs))
+	r, err = s.GetDelivery(ctx, "claims.k45")
+	require.NoError(t, err)
+	assert.Equal(t, intake.DeliveryFailed, r.Status)
+	require.NotNil(t, r.Error)
+	assert.Equal(t, intake.ErrRelationMissing, r.Error.Type)
+	r, err = s.GetDelivery(ctx, "claims.k69")
+	require.NoError(t, err)
+	assert.Equal(t, intake.DeliverySucceeded, r.Status)
 }

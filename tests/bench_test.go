@@ -277,13 +277,5 @@ func BenchmarkKafkaStart(b *testing.B) {
 
 // countEntities pages through the entities of a template.
 func countEntities(t testing.TB, s *stack, template string) int {
-	total, cursor := 0, ""
-	for {
-		var page []map[string]any
-		_, h := s.request("GET", "/api/v1/entities?template="+template+"&limit=1000&cursor="+cursor, nil, true, &page)
-		total += len(page)
-		if cursor = h.Get("X-Next-Cursor"); cursor == "" {
-			return total
-		}
-	}
+	return countAll(s, "/api/v1/entities?template="+template+"&limit=1000")
 }

@@ -1,0 +1,94 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// BenchmarkKafkaEndToEnd measures, on one fresh `intake dev` with an in-process broker, how fast
+// a Kafka backlog becomes entities: first N1 records (INTAKE_BENCH_KAFKA_SINGLE_N, default 2000)
+// through the seed's users_kafka, one workflow per record; then N2 records
+// (INTAKE_BENCH_KAFKA_BATCH_N, default 20000) through a batching integration
+// (max_records 500, max_wait 200ms). Each phase is timed from the listener's start, with the
+// whole backlog waiting, until the last record's delivery finished (intake_deliveries_total).
+func BenchmarkKafkaEndToEnd(b *testing.B) {
+	single, batched := envInt("INTAKE_BENCH_KAFKA_SINGLE_N", 2000), envInt("INTAKE_BENCH_KAFKA_BATCH_N", 20000)
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
+		kfake.GroupMinSessionTimeout(time.Second))
+	require.NoError(b, err)
+	defer broker.Close()
+	s := startDev(b)
+	createTeams(b, s, "sg-k")
+	putIntegration(b, s, `{"identifier":"users_batch","source":{"kind":"kafka","topics":["users.batch"],"group":"batch",
+	  "batch":{"max_records":500,"max_wait":"200ms"}},
+	  "mappings":[{"template":"users","entity":{"identifier":".user_id","title":"(.firstname + \" \" + .lastname)",
+	    "properties":{"firstname":".firstname","lastname":".lastname"},"relations":{"team":".support_groups[]?.id"}}}]}`)
+	produce := func(topic string, from, n int) {
+		w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: topic, Balancer: &kafkago.RoundRobin{},
+			AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000}
+		defer w.Close()
+		for start := from; start < from+n; start += 5000 {
+			var msgs []kafkago.Message
+			for i := start; i < min(start+5000, from+n); i++ {
+				msgs = append(msgs, userRecord(i, "create"))
+			}
+			require.NoError(b, w.WriteMessages(context.Background(), msgs...))
+		}
+	}
+	run := func(integration, topic string, from, n int) time.Duration {
+		produce(topic, from, n)
+		before := finished(b, s, integration)
+		start := time.Now()
+		l := startListenerB(b, s, s.addr("temporal"), "--kafka-brokers", strings.Join(broker.ListenAddrs(), ","))
+		defer l.stop()
+		require.Eventually(b, func() bool { return finished(b, s, integration)-before >= n }, 60*time.Minute, 250*time.Millisecond)
+		return time.Since(start)
+	}
+	b.ResetTimer()
+	tSingle := run("users_kafka", usersTopic, 0, single)
+	tBatch := run("users_batch", "users.batch", 100000, batched)
+	b.StopTimer()
+	require.GreaterOrEqual(b, countEntities(b, s, "users"), single+batched)
+	rs, rb := float64(single)/tSingle.Seconds(), float64(batched)/tBatch.Seconds()
+	fmt.Printf("\nkafka end to end, backlog waiting on 3 partitions (embedded stack, listener start to last delivery finished):\n")
+	fmt.Printf("  one workflow per record: %d records in %v = %.1f records/s\n", single, tSingle.Round(time.Millisecond), rs)
+	fmt.Printf("  batch mode (500/200ms):  %d records in %v = %.1f records/s (%.1fx)\n", batched, tBatch.Round(time.Millisecond), rb, rb/rs)
+	b.ReportMetric(rs, "records/s-single")
+	b.ReportMetric(rb, "records/s-batched")
+}
+
+// finished sums intake_deliveries_total of an integration on the dev stack (its worker).
+func finished(t testing.TB, s *stack, integration string) int {
+	resp, err := http.Get(s.base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	total := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "intake_deliveries_total{") && strings.Contains(line, `integration="`+integration+`"`) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			total += int(v)
+		}
+	}
+	return total
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
