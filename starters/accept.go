@@ -96,12 +96,12 @@ func (a *Acceptor) Accept(ctx context.Context, d *intake.Delivery) (Accepted, er
 	return Accepted{Started: started}, nil
 }
 
-// AcceptBatch settles a batch of records of one integration and partition (in offset order,
-// key {topic}.{partition}.{first}-{last}) as Accept settles one: records that can never start
-// are recorded failed one by one, the others start as one batch workflow. The error is
-// transient: retry the whole batch (what was settled stays settled, a started batch is a
-// duplicate).
-func (a *Acceptor) AcceptBatch(ctx context.Context, integration, key string, records []intake.Delivery) (Started, error) {
+// AcceptBatch settles a batch of records of one integration (for Kafka: of one partition, in
+// offset order) as Accept settles one: records that can never start are recorded failed one
+// by one, the others start as batch workflows of at most MaxBatchBytes of bodies each, named by
+// their first and last records. The error is transient: retry the whole batch (what was
+// settled stays settled, a batch started before is a duplicate).
+func (a *Acceptor) AcceptBatch(ctx context.Context, integration string, records []intake.Delivery) error {
 	good := make([]intake.Delivery, 0, len(records))
 	for i := range records {
 		d := &records[i]
@@ -109,34 +109,60 @@ func (a *Acceptor) AcceptBatch(ctx context.Context, integration, key string, rec
 		Settle(d)
 		if reason := a.check(d); reason != "" {
 			if _, err := a.reject(ctx, d, reason); err != nil {
-				return Started{}, err
+				return err
 			}
 			continue
 		}
 		good = append(good, *d)
 	}
-	if len(good) == 0 {
-		return Started{}, nil
+	for start := 0; start < len(good); {
+		end, size := start, 0
+		for end < len(good) && (end == start || size+len(good[end].Body)+512 <= MaxBatchBytes) {
+			size += len(good[end].Body) + 512
+			end++
+		}
+		if err := a.startBatch(ctx, integration, good[start:end]); err != nil {
+			return err
+		}
+		start = end
 	}
-	started, err := a.Starter.StartBatch(ctx, integration, good[0].Origin, key, good)
+	return nil
+}
+
+// MaxBatchBytes bounds the bodies of one batch workflow's input, well under Temporal's 2 MB
+// payload limit (a record of up to MaxBody goes alone).
+const MaxBatchBytes = 1 << 20
+
+func (a *Acceptor) startBatch(ctx context.Context, integration string, records []intake.Delivery) error {
+	origin := records[0].Origin
+	started, err := a.Starter.StartBatch(ctx, integration, origin, batchKey(records[0], records[len(records)-1]), records)
 	var invalid *serviceerror.InvalidArgument
 	switch {
 	case errors.As(err, &invalid):
 		// Temporal refuses the batch itself: each record is recorded failed, none is lost.
-		for i := range good {
-			if _, err := a.reject(ctx, &good[i], "Temporal refused the batch workflow start: "+invalid.Message); err != nil {
-				return Started{}, err
+		for i := range records {
+			if _, err := a.reject(ctx, &records[i], "Temporal refused the batch workflow start: "+invalid.Message); err != nil {
+				return err
 			}
 		}
-		return Started{}, nil
+		return nil
 	case err != nil:
 		metrics.StartFailures.WithLabelValues(integration).Inc()
-		return Started{}, err
+		return err
 	}
-	metrics.Accepted.WithLabelValues(integration, good[0].Origin, strconv.FormatBool(started.Duplicate)).Add(float64(len(good)))
+	metrics.Accepted.WithLabelValues(integration, origin, strconv.FormatBool(started.Duplicate)).Add(float64(len(records)))
 	a.Log.Debug("batch accepted", "integration", integration, "workflow_id", started.WorkflowID, "run_id", started.RunID,
-		"records", len(good), "duplicate", started.Duplicate)
-	return started, nil
+		"records", len(records), "duplicate", started.Duplicate)
+	return nil
+}
+
+// batchKey names a batch by its first and last records: {topic}.{partition}.{first}-{last}
+// offsets for Kafka, {subscription}.{first}-{last} message IDs for Pub/Sub.
+func batchKey(first, last intake.Delivery) string {
+	if topic, ok := first.Meta["topic"]; ok {
+		return fmt.Sprintf("%v.%v.%v-%v", topic, first.Meta["partition"], first.Meta["offset"], last.Meta["offset"])
+	}
+	return fmt.Sprintf("%v.%v-%v", first.Meta["subscription"], first.Meta["message_id"], last.Meta["message_id"])
 }
 
 // Reject records a delivery that will not be processed (the webhook receiver's 400s): a failed

@@ -334,14 +334,14 @@ func (l *Listener) startAll(ctx context.Context, group string, batch []kafkago.M
 				batches[k] = p
 				order = append(order, k)
 			}
-			p.add(m.Offset, r.delivery)
+			p.records = append(p.records, r.delivery)
 		}
 	}
 	for _, k := range order {
-		for _, chunk := range batches[k].chunks() {
-			key := k.topic + "." + strconv.Itoa(k.partition) + "." + strconv.FormatInt(chunk.first, 10) + "-" + strconv.FormatInt(chunk.last, 10)
-			integration, records := k.integration, chunk.records
-			run(func() bool { return l.startBatchWithRetry(ctx, integration, key, records) })
+		records, limit := batches[k].records, batches[k].plan.MaxRecords
+		for start := 0; start < len(records); start += limit {
+			chunk := records[start:min(start+limit, len(records))]
+			run(func() bool { return l.startBatchWithRetry(ctx, k.integration, chunk) })
 		}
 	}
 	wg.Wait()
@@ -357,46 +357,16 @@ type batchKey struct {
 // pending collects one integration's records of one partition, in offset order.
 type pending struct {
 	plan    *mappings.BatchPlan
-	offsets []int64
 	records []intake.Delivery
 }
 
-func (p *pending) add(offset int64, d intake.Delivery) {
-	p.offsets = append(p.offsets, offset)
-	p.records = append(p.records, d)
-}
-
-// maxBatchBytes bounds the bodies of one batch workflow's input, well under Temporal's 2 MB
-// payload limit (a single record may have up to 1 MiB: it goes alone).
-const maxBatchBytes = 1 << 20
-
-type chunk struct {
-	first, last int64
-	records     []intake.Delivery
-}
-
-// chunks cuts the records at max_records and at maxBatchBytes of bodies.
-func (p *pending) chunks() []chunk {
-	var out []chunk
-	start, size := 0, 0
-	for i := range p.records {
-		n := len(p.records[i].Body) + 512
-		if i > start && (i-start == p.plan.MaxRecords || size+n > maxBatchBytes) {
-			out = append(out, chunk{first: p.offsets[start], last: p.offsets[i-1], records: p.records[start:i]})
-			start, size = i, 0
-		}
-		size += n
-	}
-	return append(out, chunk{first: p.offsets[start], last: p.offsets[len(p.records)-1], records: p.records[start:]})
-}
-
 // startBatchWithRetry settles a batch like startWithRetry settles a record.
-func (l *Listener) startBatchWithRetry(ctx context.Context, integration, key string, records []intake.Delivery) bool {
+func (l *Listener) startBatchWithRetry(ctx context.Context, integration string, records []intake.Delivery) bool {
 	for attempt := 0; ; attempt++ {
-		if _, err := l.Accept.AcceptBatch(ctx, integration, key, records); err == nil {
+		if err := l.Accept.AcceptBatch(ctx, integration, records); err == nil {
 			return true
 		} else {
-			l.Log.Warn("batch workflow start failed; retrying", "integration", integration, "key", key, "err", err, "attempt", attempt+1)
+			l.Log.Warn("batch workflow start failed; retrying", "integration", integration, "records", len(records), "err", err, "attempt", attempt+1)
 		}
 		if !starters.Backoff(ctx, attempt) {
 			return false

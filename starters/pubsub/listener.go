@@ -38,6 +38,7 @@ type Listener struct {
 
 type subscriber struct {
 	subscription string
+	batch        *mappings.BatchPlan
 	cancel       context.CancelFunc
 	done         chan struct{}
 }
@@ -67,16 +68,18 @@ func (l *Listener) Run(ctx context.Context) error {
 
 func (l *Listener) sync() {
 	want := map[string]string{}
+	batches := map[string]*mappings.BatchPlan{}
 	for _, p := range l.Catalog.Programs() {
 		in := &p.Integration
 		if in.SourceKind() == intake.SourcePubSub && in.IsEnabled() && in.Source != nil && in.Source.Subscription != "" {
 			want[in.Identifier] = in.Source.Subscription
+			batches[in.Identifier] = p.Batch
 		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for id, s := range l.subs {
-		if want[id] != s.subscription {
+		if want[id] != s.subscription || !sameBatch(batches[id], s.batch) {
 			s.cancel()
 			<-s.done
 			delete(l.subs, id)
@@ -87,11 +90,11 @@ func (l *Listener) sync() {
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		s := &subscriber{subscription: sub, cancel: cancel, done: make(chan struct{})}
+		s := &subscriber{subscription: sub, batch: batches[id], cancel: cancel, done: make(chan struct{})}
 		l.subs[id] = s
 		go func(id string) {
 			defer close(s.done)
-			l.receive(ctx, id, sub)
+			l.receive(ctx, id, sub, s.batch)
 		}(id)
 	}
 }
@@ -101,12 +104,23 @@ func ShortID(subscription string) string {
 	return subscription[strings.LastIndex(subscription, "/")+1:]
 }
 
-func (l *Listener) receive(ctx context.Context, integration, subscription string) {
+func sameBatch(a, b *mappings.BatchPlan) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+}
+
+func (l *Listener) receive(ctx context.Context, integration, subscription string, batch *mappings.BatchPlan) {
 	sub := l.client.Subscriber(subscription)
 	sub.ReceiveSettings.MaxOutstandingMessages = l.MaxOutstanding
 	sub.ReceiveSettings.NumGoroutines = 2
 	short := ShortID(subscription)
-	l.Log.Info("pubsub subscriber starting", "integration", integration, "subscription", subscription)
+	var b *batcher
+	if batch != nil {
+		// A batch is held until it is settled: flow control must let a whole one in, and more.
+		sub.ReceiveSettings.MaxOutstandingMessages = max(l.MaxOutstanding, 2*batch.MaxRecords)
+		b = &batcher{l: l, integration: integration, plan: batch, in: make(chan held)}
+		go b.run(ctx)
+	}
+	l.Log.Info("pubsub subscriber starting", "integration", integration, "subscription", subscription, "batched", batch != nil)
 	for ctx.Err() == nil {
 		err := sub.Receive(ctx, func(ctx context.Context, m *ps.Message) {
 			metrics.PubSubReceived.WithLabelValues(short).Inc()
@@ -114,6 +128,14 @@ func (l *Listener) receive(ctx context.Context, integration, subscription string
 				Integration: integration, Key: short + "." + m.ID, Origin: intake.OriginPubSub,
 				Body: m.Data, Headers: m.Attributes, ReceivedAt: time.Now().UTC(),
 				Meta: map[string]any{"subscription": short, "message_id": m.ID, "publish_time": m.PublishTime.UTC().Format(time.RFC3339Nano)},
+			}
+			if b != nil {
+				select {
+				case b.in <- held{d: d, m: m}:
+				case <-ctx.Done():
+					m.Nack()
+				}
+				return
 			}
 			// Acked once settled: started, or recorded as failed when it can never start (so a
 			// poison message is not redelivered forever); nacked on a transient failure.
@@ -131,5 +153,64 @@ func (l *Listener) receive(ctx context.Context, integration, subscription string
 			case <-time.After(2 * time.Second):
 			}
 		}
+	}
+}
+
+// held is a received message waiting for its batch to be settled.
+type held struct {
+	d intake.Delivery
+	m *ps.Message
+}
+
+// batcher gathers a batching integration's messages (max_records, max_wait) and settles each
+// batch as one batch workflow: acked once started (or recorded failed), nacked on a transient
+// failure, so Pub/Sub redelivers them (a redelivered record is claimed once).
+type batcher struct {
+	l           *Listener
+	integration string
+	plan        *mappings.BatchPlan
+	in          chan held
+}
+
+func (b *batcher) run(ctx context.Context) {
+	for {
+		var first held
+		select {
+		case first = <-b.in:
+		case <-ctx.Done():
+			return
+		}
+		batch := []held{first}
+		deadline := time.After(b.plan.MaxWait)
+	fill:
+		for len(batch) < b.plan.MaxRecords {
+			select {
+			case h := <-b.in:
+				batch = append(batch, h)
+			case <-deadline:
+				break fill
+			case <-ctx.Done():
+				break fill
+			}
+		}
+		go b.settle(ctx, batch)
+	}
+}
+
+func (b *batcher) settle(ctx context.Context, batch []held) {
+	records := make([]intake.Delivery, len(batch))
+	for i := range batch {
+		records[i] = batch[i].d
+	}
+	err := b.l.Accept.AcceptBatch(ctx, b.integration, records)
+	for _, h := range batch {
+		if err != nil {
+			h.m.Nack()
+		} else {
+			h.m.Ack()
+		}
+	}
+	if err != nil {
+		b.l.Log.Warn("batch workflow start failed; messages nacked for redelivery", "integration", b.integration, "records", len(batch), "err", err)
 	}
 }
