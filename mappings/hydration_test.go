@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -165,6 +166,10 @@ func TestHydrationConfigErrors(t *testing.T) {
 		{"size cap over the limit", `"hydration":{"url":"https://a.example.com/{id}","max_bytes":99999999}`, "hydration.max_bytes"},
 		{"hydration is not an object", `"hydration":"https://a.example.com"`, "hydration"},
 		{"sync timeout over the limit", `"response":{"mode":"sync","timeout":"5m"}`, "response.timeout"},
+		{"batch on a webhook", `"source":{"kind":"webhook","batch":{}}`, "source.batch"},
+		{"batch with hydration", `"source":{"kind":"kafka","topics":["t"],"batch":{}},"hydration":{"url":"https://a.example.com/{id}"}`, "source.batch"},
+		{"batch too large", `"source":{"kind":"kafka","topics":["t"],"batch":{"max_records":5000}}`, "source.batch.max_records"},
+		{"batch wait not a duration", `"source":{"kind":"pubsub","subscription":"s","batch":{"max_wait":"soon"}}`, "source.batch.max_wait"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,6 +183,12 @@ func TestHydrationConfigErrors(t *testing.T) {
 			assert.Contains(t, fields, tc.field)
 		})
 	}
+	t.Run("a batch takes its defaults", func(t *testing.T) {
+		p, err := mappings.Compile(base(`"source":{"kind":"kafka","topics":["t"],"batch":{}}`), tpls)
+		require.NoError(t, err)
+		require.NotNil(t, p.Batch)
+		assert.Equal(t, mappings.BatchPlan{MaxRecords: 500, MaxWait: 200 * time.Millisecond}, *p.Batch)
+	})
 	t.Run("a null hydration is no hydration", func(t *testing.T) {
 		p, err := mappings.Compile(base(`"hydration":null`), tpls)
 		require.NoError(t, err)
