@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,16 +16,28 @@ import (
 // InsertAudit writes entries that do not exist yet. IDs are deterministic, so a retried
 // activity leaves exactly one entry per ID.
 func (s *Store) InsertAudit(ctx context.Context, entries []intake.AuditEntry) error {
+	// Entries never change and their IDs are deterministic: plain inserts, where an entry an
+	// earlier attempt already wrote is a duplicate key (cheaper than upserts, and no update
+	// operations for FerretDB to hold connections for).
 	for start := 0; start < len(entries); start += BulkChunk {
 		chunk := entries[start:min(start+BulkChunk, len(entries))]
-		models := make([]mongo.WriteModel, len(chunk))
+		docs := make([]any, len(chunk))
 		for i := range chunk {
 			chunk[i].Trigger.At = chunk[i].Trigger.At.UTC().Truncate(time.Millisecond)
-			models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: chunk[i].ID}}).
-				SetUpdate(bson.D{{Key: "$setOnInsert", Value: chunk[i]}}).SetUpsert(true)
+			docs[i] = chunk[i]
 		}
-		if _, err := s.db.Collection(colAudit).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true)); err != nil {
-			return fmt.Errorf("write %d audit entries: %w", len(models), err)
+		_, err := s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		var bwe mongo.BulkWriteException
+		if err != nil && errors.As(err, &bwe) && bwe.WriteConcernError == nil {
+			err = nil
+			for _, we := range bwe.WriteErrors {
+				if !mongo.IsDuplicateKeyError(we) {
+					err = bwe
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("write %d audit entries: %w", len(docs), err)
 		}
 	}
 	return nil

@@ -128,7 +128,12 @@ type DeliveryOutcome struct {
 // Idempotent: a retried activity writes the same values.
 func (s *Store) RecordOutcome(ctx context.Context, d intake.Delivery, o DeliveryOutcome) error {
 	id, update, upsert := outcomeUpdate(d, o)
-	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
+	release, err := s.updating(ctx, 1)
+	if err != nil {
+		return err
+	}
+	defer release()
+	_, err = s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
 		options.UpdateOne().SetUpsert(upsert))
 	if err != nil {
 		return fmt.Errorf("record outcome of %s: %w", id, err)
@@ -146,7 +151,13 @@ func (s *Store) RecordOutcomes(ctx context.Context, ds []intake.Delivery, os []D
 			models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
 				SetUpdate(update).SetUpsert(upsert))
 		}
-		if _, err := s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
+		release, err := s.updating(ctx, len(models))
+		if err != nil {
+			return err
+		}
+		_, err = s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		release()
+		if err != nil {
 			return fmt.Errorf("record outcomes of %d deliveries: %w", len(models), err)
 		}
 	}

@@ -139,7 +139,12 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 			// A new entity is inserted; an existing one is replaced only at the revision read.
 			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc.stored()).SetUpsert(w.Rev == 0 || s.idOnly))
 		}
+		release, err := s.updating(ctx, len(models))
+		if err != nil {
+			return err
+		}
 		res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+		release()
 		if mongo.IsDuplicateKeyError(err) {
 			return ErrConflict
 		}

@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sync/semaphore"
+
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -50,6 +52,25 @@ type Store struct {
 	// idOnly is set on FerretDB, which uses its _id index only for a filter that is exactly one
 	// scalar _id equality ({_id: x}); $in and {_id, rev} filters scan the whole table there.
 	idOnly bool
+	// updates bounds the update operations in flight on FerretDB, weighted by operation:
+	// v1.24.2 holds one SQLite connection per operation of an update command until the command
+	// ends, and hangs for good once its pool of 100 is used up (concurrent bulk updates do it).
+	updates *semaphore.Weighted
+}
+
+// maxUpdatesInFlight keeps FerretDB's update operations well under its pool of 100.
+const maxUpdatesInFlight = 64
+
+// updating waits until n more update operations may run (on FerretDB) and returns their release.
+func (s *Store) updating(ctx context.Context, n int) (func(), error) {
+	if !s.idOnly || n == 0 {
+		return func() {}, nil
+	}
+	n = min(n, maxUpdatesInFlight)
+	if err := s.updates.Acquire(ctx, int64(n)); err != nil {
+		return nil, fmt.Errorf("wait for the store: %w", err)
+	}
+	return func() { s.updates.Release(int64(n)) }, nil
 }
 
 // Open connects, checks the server answers and creates the indexes. keys (see SecretKeys),
@@ -63,7 +84,7 @@ func Open(ctx context.Context, uri, database string, keys ...[]byte) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", redactURI(uri), err)
 	}
-	s := &Store{client: client, db: client.Database(database)}
+	s := &Store{client: client, db: client.Database(database), updates: semaphore.NewWeighted(maxUpdatesInFlight)}
 	for _, k := range keys {
 		if len(k) > 0 {
 			s.keys = append(s.keys, k)
