@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -67,11 +68,20 @@ type stack struct {
 	env      []string
 }
 
+// freePort picks a free port below Linux's ephemeral range (32768-60999): a stack restarted
+// after kill -9 binds its ports again, and a port from that range may meanwhile have become the
+// local end of some outgoing connection on a busy machine.
 func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port between 20000 and 32000")
+	return 0
 }
 
 // startDev starts `intake dev` in a fresh temporary folder; env adds variables.

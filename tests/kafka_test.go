@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,12 +194,18 @@ func TestKafkaListener(t *testing.T) {
 	// A record's key is topic.partition.offset.timestamp_ms, so a recreated topic's records are
 	// never taken for old ones.
 	var d intake.DeliveryRecord
-	recent := func() []intake.DeliveryRecord {
+	all := func() []intake.DeliveryRecord {
 		var list []intake.DeliveryRecord
-		s.request("GET", "/api/v1/deliveries?integration=users_kafka&limit=1000", nil, true, &list)
-		return list
+		for cursor := ""; ; {
+			var page []intake.DeliveryRecord
+			_, h := s.request("GET", "/api/v1/deliveries?integration=users_kafka&limit=1000&cursor="+url.QueryEscape(cursor), nil, true, &page)
+			list = append(list, page...)
+			if cursor = h.Get("X-Next-Cursor"); cursor == "" {
+				return list
+			}
+		}
 	}
-	for _, r := range recent() {
+	for _, r := range all() {
 		if r.Meta["partition"] == float64(0) && r.Meta["offset"] == float64(0) {
 			d = r
 		}
