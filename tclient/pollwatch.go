@@ -3,7 +3,6 @@ package tclient
 import (
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"go.temporal.io/sdk/client"
 )
@@ -11,7 +10,8 @@ import (
 // PollWatch tells whether this process's workers poll: it is the client's metrics handler and
 // notes when a task-queue poll starts and when one fails (the SDK counts both).
 type PollWatch struct {
-	started, failed atomic.Int64 // unix nanoseconds
+	seq             atomic.Int64
+	started, failed atomic.Int64 // sequence numbers of the last poll start and failure
 }
 
 // Polling reports whether a poll started after the last failed one.
@@ -41,9 +41,9 @@ func (h pollHandler) Counter(name string) client.MetricsCounter {
 	}
 	switch name {
 	case "temporal_long_request":
-		return counterFunc(func() { h.w.started.Store(time.Now().UnixNano()) })
+		return counterFunc(func() { h.w.started.Store(h.w.seq.Add(1)) })
 	case "temporal_long_request_failure":
-		return counterFunc(func() { h.w.failed.Store(time.Now().UnixNano()) })
+		return counterFunc(func() { h.w.failed.Store(h.w.seq.Add(1)) })
 	}
 	return client.MetricsNopHandler.Counter(name)
 }
