@@ -43,10 +43,11 @@ test-unit: ## unit and workflow tests only (no servers)
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests)
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and the deployment files (k8s manifests decoded strictly, compose order)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) test -count=1 ./deploy/
 
 .PHONY: bench
 BENCH ?= .

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/server/common/authorization"
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"
@@ -21,15 +20,12 @@ import (
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
 	"go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
+
+	"intake/tclient"
 )
 
 // SearchAttributes are the Keyword attributes every intake workflow carries.
-var SearchAttributes = map[string]enumspb.IndexedValueType{
-	"IntakeIntegration": enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-	"IntakeOrigin":      enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-	"IntakeTemplate":    enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-	"IntakeOutcome":     enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-}
+var SearchAttributes = tclient.SearchAttributes
 
 // TemporalConfig configures the embedded Temporal server.
 type TemporalConfig struct {
@@ -42,6 +38,10 @@ type TemporalConfig struct {
 	LogLevel string
 	// LogFile receives the server's logs (they are verbose); empty means stderr.
 	LogFile string
+	// TLSCertFile and TLSKeyFile (PEM) make the frontend serve TLS; TLSCAFile makes it require
+	// client certificates signed by that CA (mTLS). The server's own system worker dials the
+	// frontend with the same certificate, so with a CA it must allow client authentication too.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
 }
 
 // Temporal is a running embedded Temporal server.
@@ -140,6 +140,18 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 			Visibility: config.VisibilityArchivalNamespaceDefaults{State: "disabled"},
 		}},
 		PublicClient: config.PublicClient{HostPort: frontend},
+	}
+	if cfg.TLSCertFile != "" {
+		srvTLS := config.ServerTLS{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile}
+		worker := config.WorkerTLS{Client: config.ClientTLS{ServerName: host, ForceTLS: true}}
+		if cfg.TLSCAFile != "" {
+			srvTLS.ClientCAFiles, srvTLS.RequireClientAuth = []string{cfg.TLSCAFile}, true
+			worker.CertFile, worker.KeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
+			worker.Client.RootCAFiles = []string{cfg.TLSCAFile}
+		} else {
+			worker.Client.DisableHostVerification = true // its own frontend, over loopback
+		}
+		sc.Global.TLS = config.RootTLS{Frontend: config.GroupTLS{Server: srvTLS}, SystemWorker: worker}
 	}
 	logger := tlog.NewZapLogger(tlog.BuildZapLogger(tlog.Config{Level: cfg.LogLevel, OutputFile: cfg.LogFile}))
 	authorizer, err := authorization.GetAuthorizerFromConfig(&sc.Global.Authorization)

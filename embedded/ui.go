@@ -8,6 +8,8 @@ import (
 	uiserver "github.com/temporalio/ui-server/v2/server"
 	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	"github.com/temporalio/ui-server/v2/server/server_options"
+
+	"intake/tclient"
 )
 
 // UI is the Temporal Web UI served in-process.
@@ -21,7 +23,8 @@ type uiConfig struct{ cfg *uiconfig.Config }
 func (u uiConfig) GetConfig() (*uiconfig.Config, error) { return u.cfg, nil }
 
 // StartUI serves the Temporal Web UI on addr, talking to the frontend at temporalAddr.
-func StartUI(addr, temporalAddr, namespace string) (*UI, error) {
+// A TLS setting makes it dial the frontend with TLS (its client certificate, the CA).
+func StartUI(addr, temporalAddr, namespace string, tlsFiles tclient.TLSFiles) (*UI, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("ui address %q: %w", addr, err)
@@ -50,6 +53,10 @@ func StartUI(addr, temporalAddr, namespace string) (*UI, error) {
 		HideLogs:            true,
 		CORS:                uiconfig.CORS{CookieInsecure: true},
 		DisableNewsFetch:    true,
+	}
+	if tlsFiles.Set() {
+		cfg.TLS = uiconfig.TLS{CaFile: tlsFiles.CA, CertFile: tlsFiles.Cert, KeyFile: tlsFiles.Key,
+			ServerName: tlsFiles.ServerName, EnableHostVerification: true}
 	}
 	srv := uiserver.NewServer(server_options.WithConfigProvider(uiConfig{cfg}))
 	go func() { _ = srv.Start() }()

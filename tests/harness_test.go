@@ -66,6 +66,8 @@ type stack struct {
 	token    string
 	temporal client.Client
 	env      []string
+	args     []string       // extra flags of intake dev
+	dial     client.Options // how the test's client reaches the frontend (TLS)
 }
 
 // freePort picks a free port below Linux's ephemeral range (32768-60999): a stack restarted
@@ -86,7 +88,12 @@ func freePort(t testing.TB) int {
 
 // startDev starts `intake dev` in a fresh temporary folder; env adds variables.
 func startDev(t testing.TB, env ...string) *stack {
-	s := &stack{t: t, dir: t.TempDir(), ports: map[string]int{}, env: env}
+	return startDevWith(t, nil, client.Options{}, env...)
+}
+
+// startDevWith starts `intake dev` with extra flags, dialling its frontend with dial's options.
+func startDevWith(t testing.TB, args []string, dial client.Options, env ...string) *stack {
+	s := &stack{t: t, dir: t.TempDir(), ports: map[string]int{}, env: env, args: args, dial: dial}
 	for _, name := range []string{"http", "temporal", "ui", "mongodb"} {
 		s.ports[name] = freePort(t)
 	}
@@ -101,9 +108,9 @@ func (s *stack) addr(name string) string { return "127.0.0.1:" + strconv.Itoa(s.
 func (s *stack) start() {
 	t := s.t
 	s.logs = &bytes.Buffer{}
-	s.cmd = exec.Command(intakeBin, "dev",
+	s.cmd = exec.Command(intakeBin, append([]string{"dev",
 		"--http-addr", s.addr("http"), "--temporal-addr", s.addr("temporal"),
-		"--temporal-ui-addr", s.addr("ui"), "--mongodb-addr", s.addr("mongodb"))
+		"--temporal-ui-addr", s.addr("ui"), "--mongodb-addr", s.addr("mongodb")}, s.args...)...)
 	s.cmd.Dir = s.dir
 	s.cmd.Env = append(append(os.Environ(), "INTAKE_ADMIN_TOKEN="+s.token, "INTAKE_MONGODB_URI=", "INTAKE_LOG_LEVEL=info"), s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
@@ -123,7 +130,9 @@ func (s *stack) start() {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	c, err := client.Dial(client.Options{HostPort: s.addr("temporal"), Namespace: "default"})
+	opts := s.dial
+	opts.HostPort, opts.Namespace = s.addr("temporal"), "default"
+	c, err := client.Dial(opts)
 	require.NoError(t, err)
 	s.temporal = c
 }

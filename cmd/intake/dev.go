@@ -77,12 +77,15 @@ func runDev(ctx context.Context, args []string) error {
 		FrontendAddr: cfg.TemporalAddr,
 		Namespace:    cfg.TemporalNamespace,
 		LogFile:      filepath.Join(cfg.DataDir, "temporal", "server.log"),
+		TLSCertFile:  cfg.FrontendTLSCert,
+		TLSKeyFile:   cfg.FrontendTLSKey,
+		TLSCAFile:    cfg.FrontendTLSCA,
 	})
 	if err != nil {
 		return err
 	}
 	stack = append(stack, func() { _ = tsrv.Stop() })
-	ui, err := embedded.StartUI(cfg.TemporalUIAddr, tsrv.FrontendAddr(), cfg.TemporalNamespace)
+	ui, err := embedded.StartUI(cfg.TemporalUIAddr, tsrv.FrontendAddr(), cfg.TemporalNamespace, cfg.temporalTLS())
 	if err != nil {
 		return err
 	}
@@ -98,6 +101,10 @@ func runDev(ctx context.Context, args []string) error {
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancelStop()
 	stack = append(stack, func() { p.stop(stopCtx) })
+	p.dev = true
+	if err := p.connect(ctx); err != nil {
+		return err
+	}
 	if ferret != nil {
 		if err := ferret.AddIDIndexes(ctx, cfg.MongoDatabase); err != nil {
 			return err

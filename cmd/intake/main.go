@@ -4,10 +4,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -29,6 +33,7 @@ Usage:
   intake rotate-secrets [--mongodb-uri URI] [--secret-keys NEW,OLD]
                           re-encrypt every integration's secrets with the newest key
                           (idempotent; without a URI: the running intake dev's store)
+  intake probe URL        exit 0 when URL answers 200 (container healthchecks: the image has no curl)
   intake help             this text
 
 The admin commands read --server ($INTAKE_SERVER, default http://127.0.0.1:8080) and --token
@@ -67,6 +72,8 @@ func main() {
 		err = runTestMapping(ctx, args)
 	case "rotate-secrets":
 		err = runRotateSecrets(ctx, args)
+	case "probe":
+		err = runProbe(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:
@@ -87,4 +94,27 @@ func parse(name string, args []string, dev bool) (*settings, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// runProbe GETs one URL: a healthcheck for images without a shell.
+func runProbe(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return errors.New("probe takes one URL, e.g. http://127.0.0.1:8080/readyz")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s answered %d: %s", args[0], resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return nil
 }

@@ -12,9 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
 	"intake"
@@ -27,6 +27,7 @@ import (
 	"intake/starters/pubsub"
 	"intake/starters/webhook"
 	"intake/store"
+	"intake/tclient"
 	"intake/workflows"
 )
 
@@ -43,8 +44,72 @@ type process struct {
 	httpURL string
 
 	configured atomic.Bool // examples loaded (or not needed)
+	connected  atomic.Bool // Temporal answered, the search attributes are there, the roles started
+	dev        bool        // intake dev: ready needs every part, the store included
+	polls      *tclient.PollWatch
+	accept     *starters.Acceptor
+	allow      []string
+	kafka      *kafka.Listener
+	pubsub     *pubsub.Listener
+	bg         context.Context
 	cancel     context.CancelFunc
 	listeners  sync.WaitGroup
+}
+
+// connect waits for Temporal (with backoff: a process may start before the cluster), checks
+// the namespace's search attributes and then starts the worker and listener roles.
+func (p *process) connect(ctx context.Context) error {
+	cfg, log, bg := p.cfg, p.log, p.bg
+	if err := waitTemporal(ctx, p.client, log); err != nil {
+		return err
+	}
+	if err := tclient.CheckSearchAttributes(ctx, p.client.OperatorService(), cfg.TemporalNamespace); err != nil {
+		return err
+	}
+	if cfg.hasRole("worker") {
+		// Activities in flight get 3 s to finish on shutdown; Temporal retries the rest.
+		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{WorkerStopTimeout: 3 * time.Second})
+		p.worker.RegisterWorkflow(workflows.IngestWorkflow)
+		p.worker.RegisterWorkflow(workflows.BulkReplayWorkflow)
+		p.worker.RegisterWorkflow(workflows.IngestBatchWorkflow)
+		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log, HydrationAllow: p.allow, MaxEntities: cfg.MaxEntities})
+		if err := p.worker.Start(); err != nil {
+			return fmt.Errorf("start worker: %w", err)
+		}
+		if cfg.ReconcileEvery > 0 {
+			rec := &starters.Reconciler{Client: p.client, Store: p.store, Log: log.With("component", "reconciler"),
+				Every: cfg.ReconcileEvery, After: cfg.ReconcileAfter}
+			go rec.Run(bg)
+		}
+		go p.countInFlight(bg, 15*time.Second)
+		if cfg.DeliveryRetention > 0 || cfg.AuditRetention > 0 {
+			go p.expire(bg, cfg.DeliveryRetention, cfg.AuditRetention)
+		}
+	}
+	if cfg.hasRole("listeners") && cfg.KafkaBrokers != "" {
+		conn, err := cfg.kafkaConnection()
+		if err != nil {
+			return err
+		}
+		p.kafka = &kafka.Listener{
+			Brokers: strings.Split(cfg.KafkaBrokers, ","), DefaultGroup: cfg.KafkaGroup, Conn: conn,
+			Catalog: p.catalog, Accept: p.accept, Log: log.With("component", "kafka"),
+		}
+		p.listeners.Add(1)
+		go func() { defer p.listeners.Done(); p.kafka.Run(bg) }()
+	}
+	if cfg.hasRole("listeners") && cfg.PubSubProject != "" {
+		p.pubsub = &pubsub.Listener{Project: cfg.PubSubProject, Catalog: p.catalog, Accept: p.accept, Log: log.With("component", "pubsub")}
+		p.listeners.Add(1)
+		go func() {
+			defer p.listeners.Done()
+			if err := p.pubsub.Run(bg); err != nil {
+				log.Error("pubsub listener stopped", "err", err)
+			}
+		}()
+	}
+	p.connected.Store(true)
+	return nil
 }
 
 // startProcess connects to the store and Temporal and starts the roles in cfg.Roles. The process
@@ -70,34 +135,18 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	p.cancel = cancel
 	go p.catalog.Watch(bg, time.Second)
 
-	p.client, err = client.NewLazyClient(client.Options{
-		HostPort:  temporalAddr,
-		Namespace: cfg.TemporalNamespace,
-		Logger:    sdklog.NewStructuredLogger(log.With("component", "temporal-sdk")),
-	})
+	opts, err := cfg.temporalOptions(temporalAddr, log)
 	if err != nil {
+		return nil, err
+	}
+	p.polls = &tclient.PollWatch{}
+	opts.MetricsHandler = p.polls.Handler()
+	// Lazy: the process serves /healthz and /readyz (503 until Temporal answers) while connect
+	// waits for the frontend.
+	if p.client, err = client.NewLazyClient(opts); err != nil {
 		return nil, fmt.Errorf("temporal client: %w", err)
 	}
-	if cfg.hasRole("worker") {
-		// Activities in flight get 3 s to finish on shutdown; Temporal retries the rest.
-		p.worker = worker.New(p.client, intake.TaskQueue, worker.Options{WorkerStopTimeout: 3 * time.Second})
-		p.worker.RegisterWorkflow(workflows.IngestWorkflow)
-		p.worker.RegisterWorkflow(workflows.BulkReplayWorkflow)
-		p.worker.RegisterWorkflow(workflows.IngestBatchWorkflow)
-		p.worker.RegisterActivity(&activities.Activities{Store: p.store, Catalog: p.catalog, Log: log, HydrationAllow: allow, MaxEntities: cfg.MaxEntities})
-		if err := p.worker.Start(); err != nil {
-			return nil, fmt.Errorf("start worker: %w", err)
-		}
-		if cfg.ReconcileEvery > 0 {
-			rec := &starters.Reconciler{Client: p.client, Store: p.store, Log: log.With("component", "reconciler"),
-				Every: cfg.ReconcileEvery, After: cfg.ReconcileAfter}
-			go rec.Run(bg)
-		}
-		go p.countInFlight(bg, 15*time.Second)
-		if cfg.DeliveryRetention > 0 || cfg.AuditRetention > 0 {
-			go p.expire(bg, cfg.DeliveryRetention, cfg.AuditRetention)
-		}
-	}
+	p.bg, p.allow = bg, allow
 	starter := &starters.Starter{Client: p.client, TaskQueue: intake.TaskQueue}
 	p.api = &api.Server{Store: p.store, Catalog: p.catalog, AdminToken: adminToken, Log: log, Ready: p.ready,
 		Starter: starter, TemporalUI: cfg.TemporalUIURL, Namespace: cfg.TemporalNamespace, HydrationAllow: allow}
@@ -112,24 +161,7 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 			Store: p.store, Log: log, MaxBody: cfg.MaxBody, Observe: metrics.Webhook{},
 		}
 	}
-	if cfg.hasRole("listeners") && cfg.KafkaBrokers != "" {
-		l := &kafka.Listener{
-			Brokers: strings.Split(cfg.KafkaBrokers, ","), DefaultGroup: cfg.KafkaGroup,
-			Catalog: p.catalog, Accept: accept, Log: log.With("component", "kafka"),
-		}
-		p.listeners.Add(1)
-		go func() { defer p.listeners.Done(); l.Run(bg) }()
-	}
-	if cfg.hasRole("listeners") && cfg.PubSubProject != "" {
-		l := &pubsub.Listener{Project: cfg.PubSubProject, Catalog: p.catalog, Accept: accept, Log: log.With("component", "pubsub")}
-		p.listeners.Add(1)
-		go func() {
-			defer p.listeners.Done()
-			if err := l.Run(bg); err != nil {
-				log.Error("pubsub listener stopped", "err", err)
-			}
-		}()
-	}
+	p.accept = accept
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
@@ -137,7 +169,18 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	p.httpURL = "http://" + ln.Addr().String()
 	// Bounded reads and writes: a slow client cannot hold a connection; a sync answer waits at
 	// most 30 s, well inside the write timeout.
-	p.http = &http.Server{Handler: api.Router(p.api, receiver), ReadHeaderTimeout: 10 * time.Second,
+	router := api.Router(p.api, receiver)
+	if codec, err := cfg.payloadCodec(); err != nil {
+		return nil, err
+	} else if codec != nil {
+		token := cfg.CodecToken
+		if token == "" {
+			token = adminToken
+		}
+		// The Temporal UI's remote codec: operators read sealed payloads in the UI.
+		router.Any("/codec/*op", gin.WrapH(&tclient.CodecServer{Codec: codec, Token: token, Origins: cfg.codecOrigins()}))
+	}
+	p.http = &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		if err := p.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -195,7 +238,9 @@ func (p *process) countInFlight(ctx context.Context, every time.Duration) {
 	}
 }
 
-// ready is /readyz: Temporal, the store, the worker and the config cache.
+// ready is /readyz, for what this process's roles need: every role needs Temporal (a receiver
+// nothing else, so a MongoDB blink does not take it out of a load balancer), a worker its
+// pollers, listeners their group joins; intake dev needs everything, the store included.
 func (p *process) ready(ctx context.Context) error {
 	if !p.configured.Load() {
 		return &api.PublicError{Reason: "loading examples"}
@@ -203,11 +248,24 @@ func (p *process) ready(ctx context.Context) error {
 	if !p.catalog.Ready() {
 		return &api.PublicError{Reason: "configuration not loaded"}
 	}
-	if err := p.store.Ping(ctx); err != nil {
-		return &api.PublicError{Reason: "the store is not reachable", Err: err}
+	if p.dev {
+		if err := p.store.Ping(ctx); err != nil {
+			return &api.PublicError{Reason: "the store is not reachable", Err: err}
+		}
 	}
 	if _, err := p.client.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
 		return &api.PublicError{Reason: "Temporal is not reachable", Err: err}
+	}
+	if !p.connected.Load() {
+		return &api.PublicError{Reason: "connecting to Temporal"}
+	}
+	if p.worker != nil && !p.polls.Polling() {
+		return &api.PublicError{Reason: "the worker is not polling Temporal"}
+	}
+	if p.kafka != nil {
+		if waiting := p.kafka.Waiting(); len(waiting) > 0 {
+			return &api.PublicError{Reason: "Kafka consumer groups not joined yet: " + strings.Join(waiting, ", ")}
+		}
 	}
 	return nil
 }
@@ -254,6 +312,16 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	p.configured.Store(true)
 	log.Info("intake serving", "http", p.httpURL, "roles", cfg.Roles, "temporal", cfg.TemporalAddr)
+	if err := p.connect(ctx); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		defer cancel()
+		p.stop(sctx)
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for Temporal
+		}
+		return err
+	}
+	log.Info("intake connected to Temporal", "roles", cfg.Roles, "namespace", cfg.TemporalNamespace)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()

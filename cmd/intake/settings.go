@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"intake/starters/kafka"
 	"intake/store"
+	"intake/tclient"
 )
 
 // settings are the process configuration: every one has a flag and an environment variable.
@@ -21,6 +23,19 @@ type settings struct {
 	TemporalUIAddr    string
 	TemporalNamespace string
 	TemporalUIURL     string
+	// Temporal client security (Temporal Cloud: mTLS certificates or an API key).
+	TemporalTLSCert       string
+	TemporalTLSKey        string
+	TemporalTLSCA         string
+	TemporalTLSServerName string
+	TemporalAPIKey        string
+	// dev: serve the embedded frontend with TLS (a CA makes it mTLS).
+	FrontendTLSCert   string
+	FrontendTLSKey    string
+	FrontendTLSCA     string
+	PayloadCodec      string
+	CodecOrigins      string
+	CodecToken        string
 	MongoURI          string
 	MongoAddr         string
 	MongoDatabase     string
@@ -35,6 +50,14 @@ type settings struct {
 	KafkaGroup        string
 	Kafka             string
 	KafkaAddr         string
+	KafkaTLS          bool
+	KafkaTLSCert      string
+	KafkaTLSKey       string
+	KafkaTLSCA        string
+	KafkaTLSServer    string
+	KafkaSASL         string
+	KafkaUser         string
+	KafkaPassword     string
 	PubSubProject     string
 	HydrationAllow    string
 	MaxEntities       int
@@ -56,12 +79,32 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.TemporalUIAddr, "temporal-ui-addr", "INTAKE_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "embedded Temporal Web UI address (dev)")
 	str(&s.TemporalUIURL, "temporal-ui-url", "INTAKE_TEMPORAL_UI_URL", "", "Temporal Web UI base URL for workflow links (dev: the embedded UI)")
 	str(&s.TemporalNamespace, "temporal-namespace", "INTAKE_TEMPORAL_NAMESPACE", "default", "Temporal namespace")
+	str(&s.TemporalTLSCert, "temporal-tls-cert", "INTAKE_TEMPORAL_TLS_CERT", "", "PEM client certificate for mTLS to Temporal (with --temporal-tls-key)")
+	str(&s.TemporalTLSKey, "temporal-tls-key", "INTAKE_TEMPORAL_TLS_KEY", "", "PEM key of the client certificate")
+	str(&s.TemporalTLSCA, "temporal-tls-ca", "INTAKE_TEMPORAL_TLS_CA", "", "PEM CA bundle that signed the Temporal frontend's certificate (unset: the system roots)")
+	str(&s.TemporalTLSServerName, "temporal-tls-server-name", "INTAKE_TEMPORAL_TLS_SERVER_NAME", "", "name the frontend's certificate must carry (unset: the host of --temporal-addr)")
+	str(&s.TemporalAPIKey, "temporal-api-key", "INTAKE_TEMPORAL_API_KEY", "", "Temporal Cloud API key (sent as a bearer token over TLS); prefer the variable to the flag")
+	str(&s.FrontendTLSCert, "temporal-frontend-tls-cert", "INTAKE_TEMPORAL_FRONTEND_TLS_CERT", "", "dev: serve the embedded Temporal frontend with TLS, this PEM certificate")
+	str(&s.FrontendTLSKey, "temporal-frontend-tls-key", "INTAKE_TEMPORAL_FRONTEND_TLS_KEY", "", "dev: PEM key of the frontend certificate")
+	str(&s.FrontendTLSCA, "temporal-frontend-tls-ca", "INTAKE_TEMPORAL_FRONTEND_TLS_CA", "", "dev: require client certificates signed by this PEM CA (mTLS)")
+	str(&s.PayloadCodec, "payload-codec", "INTAKE_PAYLOAD_CODEC", "none", `"aes-gcm" encrypts every workflow payload with the secret key (bodies unreadable in the cluster); "none"`)
+	str(&s.CodecOrigins, "codec-origins", "INTAKE_CODEC_ORIGINS", "", "browser origins allowed to call /codec/ (comma-separated; unset: the origin of --temporal-ui-url)")
+	str(&s.CodecToken, "codec-token", "INTAKE_CODEC_TOKEN", "", "bearer token /codec/ requires (unset: the admin token)")
 	s.bindStore(fs)
 	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
 	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker,listeners", "serve: comma-separated roles (receiver, worker, listeners)")
 	str(&s.KafkaBrokers, "kafka-brokers", "INTAKE_KAFKA_BROKERS", "", "comma-separated Kafka brokers; unset: no Kafka listener")
 	str(&s.KafkaGroup, "kafka-group", "INTAKE_KAFKA_GROUP", "intake", "consumer group of kafka integrations that name none")
+	str(&s.KafkaTLSCert, "kafka-tls-cert", "INTAKE_KAFKA_TLS_CERT", "", "PEM client certificate for mTLS to Kafka (with --kafka-tls-key)")
+	str(&s.KafkaTLSKey, "kafka-tls-key", "INTAKE_KAFKA_TLS_KEY", "", "PEM key of the Kafka client certificate")
+	str(&s.KafkaTLSCA, "kafka-tls-ca", "INTAKE_KAFKA_TLS_CA", "", "PEM CA bundle that signed the brokers' certificates (unset: the system roots)")
+	str(&s.KafkaTLSServer, "kafka-tls-server-name", "INTAKE_KAFKA_TLS_SERVER_NAME", "", "name the brokers' certificates must carry (unset: each broker's host)")
+	kafkaTLS := envOr("INTAKE_KAFKA_TLS", "false") == "true"
+	fs.BoolVar(&s.KafkaTLS, "kafka-tls", kafkaTLS, "TLS to Kafka with the system roots (implied by any --kafka-tls-* setting) ($INTAKE_KAFKA_TLS)")
+	str(&s.KafkaSASL, "kafka-sasl-mechanism", "INTAKE_KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; unset: no SASL")
+	str(&s.KafkaUser, "kafka-sasl-username", "INTAKE_KAFKA_SASL_USERNAME", "", "SASL user name")
+	str(&s.KafkaPassword, "kafka-sasl-password", "INTAKE_KAFKA_SASL_PASSWORD", "", "SASL password; prefer the variable to the flag")
 	str(&s.Kafka, "kafka", "INTAKE_KAFKA", "", `dev: "embedded" runs an in-process Kafka-protocol broker`)
 	str(&s.PubSubProject, "pubsub-project", "INTAKE_PUBSUB_PROJECT", "", "GCP project of pubsub subscriptions; unset: no Pub/Sub listener (PUBSUB_EMULATOR_HOST for the emulator)")
 	str(&s.HydrationAllow, "hydration-allow", "INTAKE_HYDRATION_ALLOW", "", "comma-separated IPs, CIDRs or host names hydration may fetch although private, loopback or link-local")
@@ -91,6 +134,28 @@ func (s *settings) bindStore(fs *flag.FlagSet) {
 	str(&s.MongoDatabase, "mongodb-database", "INTAKE_MONGODB_DATABASE", "intake", "MongoDB database")
 	str(&s.SecretKeys, "secret-keys", "INTAKE_SECRET_KEYS", "", "comma-separated keys for integration secrets at rest, newest first: the newest encrypts, every one decrypts (dev: one generated and kept)")
 	str(&s.SecretKey, "secret-key", "INTAKE_SECRET_KEY", "", "a single key, instead of --secret-keys")
+}
+
+// kafkaConnection is the Kafka listener's TLS and SASL from the INTAKE_KAFKA_* settings.
+func (s *settings) kafkaConnection() (kafka.Conn, error) {
+	var c kafka.Conn
+	files := tclient.TLSFiles{Prefix: "INTAKE_KAFKA_TLS", Cert: s.KafkaTLSCert, Key: s.KafkaTLSKey, CA: s.KafkaTLSCA, ServerName: s.KafkaTLSServer}
+	if s.KafkaTLS || files.Set() {
+		cfg, err := files.Config()
+		if err != nil {
+			return c, err
+		}
+		c.TLS = cfg
+	}
+	if s.KafkaSASL != "" && s.KafkaUser == "" {
+		return c, errors.New("INTAKE_KAFKA_SASL_MECHANISM needs INTAKE_KAFKA_SASL_USERNAME and INTAKE_KAFKA_SASL_PASSWORD")
+	}
+	m, err := kafka.Mechanism(s.KafkaSASL, s.KafkaUser, s.KafkaPassword)
+	if err != nil {
+		return c, fmt.Errorf("INTAKE_KAFKA_SASL_MECHANISM: %w", err)
+	}
+	c.SASL = m
+	return c, nil
 }
 
 func strFlag(fs *flag.FlagSet) func(p *string, name, env, def, usage string) {

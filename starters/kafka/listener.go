@@ -29,6 +29,7 @@ import (
 type Listener struct {
 	Brokers      []string
 	DefaultGroup string
+	Conn         Conn
 	Catalog      *mappings.Catalog
 	Accept       *starters.Acceptor
 	Log          *slog.Logger
@@ -39,6 +40,28 @@ type Listener struct {
 
 	mu     sync.Mutex
 	groups map[string]*consumer
+	// wantGroups are the groups the configuration asked for at the last sync.
+	wantGroups []string
+
+	transportOnce sync.Once
+	transport     *kafkago.Transport
+}
+
+// Waiting lists the consumer groups the configuration wants that have not joined yet (empty:
+// every group consumes; listeners are ready).
+func (l *Listener) Waiting() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.groups == nil {
+		return []string{"(listener starting)"}
+	}
+	var out []string
+	for _, g := range l.wantGroups {
+		if c, ok := l.groups[g]; !ok || !c.joined.Load() {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // Batch bounds how many records are started at once before their offsets are committed.
@@ -107,8 +130,19 @@ func (l *Listener) sync() {
 	want := l.wanted()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.wantGroups = l.wantGroups[:0]
+	for g, topics := range want {
+		if len(topics) > 0 {
+			l.wantGroups = append(l.wantGroups, g)
+		}
+	}
+	sort.Strings(l.wantGroups)
 	for g, c := range l.groups {
-		metrics.KafkaLag.WithLabelValues(g).Set(float64(c.reader.Stats().Lag))
+		st := c.reader.Stats()
+		if st.Rebalances > 0 {
+			c.joined.Store(true) // a generation of the group was joined
+		}
+		metrics.KafkaLag.WithLabelValues(g).Set(float64(st.Lag))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		l.reportLag(ctx, g, c.topics)
 		cancel()
@@ -148,6 +182,7 @@ type consumer struct {
 	done   chan struct{}
 	// outOfRange is set when the consumer stopped on a committed offset outside a partition.
 	outOfRange atomic.Bool
+	joined     atomic.Bool
 }
 
 // stopped reports whether the consumer ended on its own.
@@ -173,6 +208,7 @@ func (l *Listener) start(group string, topics []string) *consumer {
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        l.Brokers,
+		Dialer:         l.Conn.dialer(),
 		GroupID:        group,
 		GroupTopics:    topics,
 		StartOffset:    kafkago.FirstOffset, // a new group starts at the earliest offset

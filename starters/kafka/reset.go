@@ -32,7 +32,7 @@ func (l *Listener) resetOffsets(ctx context.Context, group string, topics []stri
 	if len(commits) == 0 {
 		return nil
 	}
-	c := &kafkago.Client{Addr: kafkago.TCP(l.Brokers...)}
+	c := l.client()
 	res, err := c.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: commits})
 	if err != nil {
 		return fmt.Errorf("reset offsets of group %s: %w", group, err)
@@ -56,7 +56,7 @@ type partitionState struct {
 
 // partitions reads every partition of the topics with the group's committed offsets.
 func (l *Listener) partitions(ctx context.Context, group string, topics []string) ([]partitionState, error) {
-	c := &kafkago.Client{Addr: kafkago.TCP(l.Brokers...)}
+	c := l.client()
 	meta, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil, fmt.Errorf("metadata of %v: %w", topics, err)
