@@ -134,4 +134,41 @@ func TestPubSubListener(t *testing.T) {
 	require.Len(t, rec, 1)
 	assert.Equal(t, intake.OriginPubSub, rec[0].Origin)
 	assert.True(t, strings.HasPrefix(rec[0].WorkflowID, "ingest.gcp_assets.asset-feed."))
+
+	// Batch mode: a copy of the integration on a subscription of its own, in batches of 25.
+	batchTopic := "projects/" + project + "/topics/assets-batch"
+	_, err = c.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: batchTopic})
+	require.NoError(t, err)
+	_, err = c.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+		Name: "projects/" + project + "/subscriptions/asset-batch", Topic: batchTopic, AckDeadlineSeconds: 10})
+	require.NoError(t, err)
+	var in intake.Integration
+	code, _ := s.request("GET", "/api/v1/integrations/gcp_assets", nil, true, &in)
+	require.Equal(t, 200, code)
+	in.Identifier = "gcp_assets_batch"
+	in.Source = &intake.Source{Kind: intake.SourcePubSub, Subscription: "asset-batch", Batch: &intake.Batch{MaxRecords: 25, MaxWait: "100ms"}}
+	code, _ = s.request("PUT", "/api/v1/integrations/gcp_assets_batch", in, true, nil)
+	require.Contains(t, []int{200, 201}, code)
+	bpub := c.Publisher(batchTopic)
+	defer bpub.Stop()
+	var results []*ps.PublishResult
+	for i := 300; i < 400; i++ {
+		results = append(results, bpub.Publish(ctx, assetMessage(i)))
+	}
+	for _, r := range results {
+		_, err := r.Get(ctx)
+		require.NoError(t, err)
+	}
+	succeeded := "/api/v1/deliveries?integration=gcp_assets_batch&status=succeeded&limit=1000"
+	require.Eventually(t, func() bool { return count(succeeded) == 100 }, 3*time.Minute, 500*time.Millisecond)
+	time.Sleep(2 * time.Second)
+	assert.Equal(t, 100, count("/api/v1/audit_logs?integration=gcp_assets_batch&origin=PUBSUB&status=SUCCESS&limit=1000"), "exactly once")
+	s.request("GET", succeeded, nil, true, &rec)
+	batches := map[string]bool{}
+	for _, r := range rec {
+		assert.Regexp(t, `^gcp_assets_batch\.asset-batch\.`, r.ID, "each message keeps its own delivery")
+		assert.True(t, strings.HasPrefix(r.WorkflowID, "ingest-batch.gcp_assets_batch."), r.WorkflowID)
+		batches[r.WorkflowID] = true
+	}
+	assert.Less(t, len(batches), 100, "messages ran in batches")
 }
