@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -55,4 +56,18 @@ func (s *Store) ListAudit(ctx context.Context, f intake.AuditFilter) ([]intake.A
 		out = []intake.AuditEntry{}
 	}
 	return out, next, nil
+}
+
+// GetAudit reads one audit entry by its ID.
+func (s *Store) GetAudit(ctx context.Context, id string) (*intake.AuditEntry, error) {
+	var e intake.AuditEntry
+	err := s.db.Collection(colAudit).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&e)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get audit entry %s: %w", id, err)
+	}
+	e.Trigger.At = e.Trigger.At.UTC()
+	return &e, nil
 }
