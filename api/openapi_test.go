@@ -84,3 +84,38 @@ func TestOpenAPIIsServedOpen(t *testing.T) {
 	assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
 	assert.JSONEq(t, string(OpenAPI), rec.Body.String())
 }
+
+// The conformance test in tests/ can fail: an answer with a field the description does not have,
+// without a required one, or with a status it does not list, is refused.
+func TestOpenAPIValidationRefusesUndescribedAnswers(t *testing.T) {
+	d, err := libopenapi.NewDocument(OpenAPI)
+	require.NoError(t, err)
+	v, errs := validator.NewValidator(d)
+	require.Empty(t, errs)
+	entity := `{"identifier":"b","template":"a","properties":{},"relations":{"team":"x"},` +
+		`"created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:05Z"`
+	for _, row := range []struct {
+		name   string
+		status int
+		body   string
+		valid  bool
+	}{
+		{"as described", 200, entity + `}`, true},
+		{"a field the description does not have", 200, entity + `,"surprise":1}`, false},
+		{"a required field missing", 200, `{"identifier":"b"}`, false},
+		{"the error shape", 404, `{"error":"not_found","message":"entity a/b not found","details":null}`, true},
+		{"an error without details", 404, `{"error":"not_found","message":"m"}`, false},
+		{"a status not described", 418, `{"error":"teapot","message":"m","details":null}`, false},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/api/v1/entities/a/b", nil)
+			req.Header.Set("Authorization", "Bearer t")
+			rec := httptest.NewRecorder()
+			rec.Header().Set("Content-Type", "application/json; charset=utf-8")
+			rec.WriteHeader(row.status)
+			rec.WriteString(row.body)
+			ok, verrs := v.ValidateHttpResponse(req, rec.Result())
+			assert.Equal(t, row.valid, ok, "%v", verrs)
+		})
+	}
+}
