@@ -53,6 +53,7 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	g.GET("/healthz", func(c *gin.Context) { c.PureJSON(http.StatusOK, gin.H{"status": "ok"}) })
 	g.GET("/readyz", s.readyz)
 	g.GET("/metrics", gin.WrapH(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
+	g.GET("/api/v1/openapi.json", serveOpenAPI)
 	if r != nil {
 		r.Register(g)
 	}
@@ -70,6 +71,8 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	admin.GET("/entities", s.listEntities)
 	admin.GET("/entities/:template/*identifier", s.getEntity)
 	admin.GET("/audit_logs", s.listAudit)
+	admin.GET("/audit_logs/:id", s.getAudit)
+	admin.POST("/apply", s.applySet)
 	admin.GET("/deliveries", s.listDeliveries)
 	admin.GET("/deliveries/:id", s.getDelivery)
 	admin.POST("/deliveries/:id/replay", s.replayDelivery)

@@ -40,17 +40,46 @@ func (s *Server) putTemplate(c *gin.Context) {
 	if !decodeBody(c, &t) || !sameID(c, &t.Identifier) {
 		return
 	}
-	result, err := s.ApplyTemplate(c.Request.Context(), &t)
+	dry, ok := dryRunQuery(c)
+	if !ok {
+		return
+	}
+	result, err := s.applyTemplate(c.Request.Context(), &t, dry)
 	if err != nil {
 		s.writeError(c, "template", err)
 		return
 	}
-	c.Header(ResultHeader, result)
-	c.PureJSON(resultStatus(result), t)
+	answerWrite(c, result, dry, t)
 }
 
-// ResultHeader says what a PUT did: created, updated or unchanged.
+// answerWrite answers a PUT: the document as it is (or would be) stored, what was done in
+// X-Intake-Result, and X-Intake-Dry-Run when nothing was written. A dry run answers the status
+// the write would have (201 for a create), like Kubernetes' server-side dry run.
+func answerWrite(c *gin.Context, result string, dry bool, doc any) {
+	c.Header(ResultHeader, result)
+	if dry {
+		c.Header(DryRunHeader, "true")
+	}
+	c.PureJSON(resultStatus(result), doc)
+}
+
+// dryRunQuery reads ?dry_run=true|false.
+func dryRunQuery(c *gin.Context) (bool, bool) {
+	switch v := c.Query("dry_run"); v {
+	case "", "false":
+		return false, true
+	case "true":
+		return true, true
+	}
+	webhook.Abort(c, http.StatusBadRequest, "invalid_dry_run", "dry_run must be true or false", nil)
+	return false, false
+}
+
+// ResultHeader says what a PUT did (or, in a dry run, would do): created, updated or unchanged.
 const ResultHeader = "X-Intake-Result"
+
+// DryRunHeader is "true" on the answer of a dry run: nothing was written.
+const DryRunHeader = "X-Intake-Dry-Run"
 
 // Results of an apply.
 const (
@@ -61,24 +90,50 @@ const (
 
 // ApplyTemplate validates a template against the store and writes it unless it is unchanged.
 func (s *Server) ApplyTemplate(ctx context.Context, t *intake.Template) (string, error) {
-	if t.Schema.Properties == nil {
-		t.Schema.Properties = map[string]json.RawMessage{}
-	}
+	return s.applyTemplate(ctx, t, false)
+}
+
+func (s *Server) applyTemplate(ctx context.Context, t *intake.Template, dry bool) (string, error) {
 	existing, err := s.Store.ListTemplates(ctx)
 	if err != nil {
 		return "", err
 	}
-	known := map[string]bool{}
-	for i := range existing {
-		known[existing[i].Identifier] = true
-		if existing[i].Identifier == t.Identifier && sameJSON(&existing[i], t) {
-			return Unchanged, nil
-		}
+	stored, known := indexTemplates(existing)
+	result, err := checkTemplate(t, stored, known)
+	if err != nil || result == Unchanged || dry {
+		return result, err
+	}
+	return s.put(ctx, func() (bool, error) { return s.Store.PutTemplate(ctx, t) })
+}
+
+// indexTemplates maps the stored templates by identifier.
+func indexTemplates(tpls []intake.Template) (map[string]*intake.Template, map[string]bool) {
+	byID := make(map[string]*intake.Template, len(tpls))
+	known := make(map[string]bool, len(tpls))
+	for i := range tpls {
+		byID[tpls[i].Identifier] = &tpls[i]
+		known[tpls[i].Identifier] = true
+	}
+	return byID, known
+}
+
+// checkTemplate validates t against the templates that exist (known) and says what writing it
+// would do; it writes nothing.
+func checkTemplate(t *intake.Template, stored map[string]*intake.Template, known map[string]bool) (string, error) {
+	if t.Schema.Properties == nil {
+		t.Schema.Properties = map[string]json.RawMessage{}
+	}
+	prev := stored[t.Identifier]
+	if prev != nil && sameJSON(prev, t) {
+		return Unchanged, nil
 	}
 	if _, err := mappings.CompileTemplate(t, known); err != nil {
 		return "", err
 	}
-	return s.put(ctx, func() (bool, error) { return s.Store.PutTemplate(ctx, t) })
+	if prev == nil {
+		return Created, nil
+	}
+	return Updated, nil
 }
 
 func (s *Server) put(ctx context.Context, write func() (bool, error)) (string, error) {
@@ -208,33 +263,48 @@ func (s *Server) putIntegration(c *gin.Context) {
 	if !decodeBody(c, &in) || !sameID(c, &in.Identifier) {
 		return
 	}
-	result, err := s.ApplyIntegration(c.Request.Context(), &in)
+	dry, ok := dryRunQuery(c)
+	if !ok {
+		return
+	}
+	result, err := s.applyIntegration(c.Request.Context(), &in, dry)
 	if err != nil {
 		s.writeError(c, "integration", err)
 		return
 	}
 	maskSecrets(&in)
-	c.Header(ResultHeader, result)
-	c.PureJSON(resultStatus(result), in)
+	answerWrite(c, result, dry, in)
 }
 
 // ApplyIntegration validates an integration against the stored templates and writes it
 // unless it is unchanged.
 func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (string, error) {
+	return s.applyIntegration(ctx, in, false)
+}
+
+func (s *Server) applyIntegration(ctx context.Context, in *intake.Integration, dry bool) (string, error) {
 	tpls, err := s.Store.ListTemplates(ctx)
 	if err != nil {
 		return "", err
 	}
-	byID := make(map[string]*intake.Template, len(tpls))
-	for i := range tpls {
-		byID[tpls[i].Identifier] = &tpls[i]
+	byID, _ := indexTemplates(tpls)
+	result, err := s.checkIntegration(ctx, in, byID)
+	if err != nil || result == Unchanged || dry {
+		return result, err
 	}
+	return s.put(ctx, func() (bool, error) { return s.Store.PutIntegration(ctx, in) })
+}
+
+// checkIntegration validates an integration against the templates given (the stored ones, and
+// in a batch those applied with it) and says what writing it would do; it writes nothing.
+func (s *Server) checkIntegration(ctx context.Context, in *intake.Integration, byID map[string]*intake.Template) (string, error) {
 	// A masked secret sent back unchanged (GET, edit, PUT) keeps the stored one. An integration
 	// whose secrets do not decrypt is repaired by sending them again.
 	prev, err := s.Store.GetIntegration(ctx, in.Identifier)
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrUndecryptable) {
 		return "", err
 	}
+	exists := err == nil || errors.Is(err, store.ErrUndecryptable)
 	if err := keepMaskedSecrets(in, prev); err != nil {
 		return "", err
 	}
@@ -253,7 +323,10 @@ func (s *Server) ApplyIntegration(ctx context.Context, in *intake.Integration) (
 	if err := s.checkHydrationTargets(p); err != nil {
 		return "", err
 	}
-	return s.put(ctx, func() (bool, error) { return s.Store.PutIntegration(ctx, in) })
+	if exists {
+		return Updated, nil
+	}
+	return Created, nil
 }
 
 func (s *Server) deleteIntegration(c *gin.Context) {

@@ -69,3 +69,17 @@ func (s *Store) ListAudit(ctx context.Context, f intake.AuditFilter) ([]intake.A
 	}
 	return out, next, nil
 }
+
+// GetAudit reads one audit entry by its ID.
+func (s *Store) GetAudit(ctx context.Context, id string) (*intake.AuditEntry, error) {
+	var e intake.AuditEntry
+	err := s.db.Collection(colAudit).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&e)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get audit entry %s: %w", id, err)
+	}
+	e.Trigger.At = e.Trigger.At.UTC()
+	return &e, nil
+}

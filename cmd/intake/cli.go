@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
 	"intake"
@@ -28,32 +28,26 @@ type adminClient struct {
 	http   *http.Client
 }
 
-// cliFlags parses the common and the command's flags; flags may come before or after the
-// positional arguments (`intake replay ID --wait`), which it returns.
-func cliFlags(name string, args []string, extra func(fs *flag.FlagSet)) (*adminClient, []string, error) {
-	fs := flag.NewFlagSet("intake "+name, flag.ContinueOnError)
+// adminFlags declares --server and --token on an admin command; the client is ready once the
+// flags are parsed (call ready first in RunE).
+func adminFlags(cmd *cobra.Command) *adminClient {
 	c := &adminClient{http: &http.Client{Timeout: 60 * time.Second}}
-	fs.StringVar(&c.server, "server", envOr("INTAKE_SERVER", "http://127.0.0.1:8080"), "admin API address ($INTAKE_SERVER)")
-	fs.StringVar(&c.token, "token", envOr("INTAKE_ADMIN_TOKEN", ""), "admin token ($INTAKE_ADMIN_TOKEN; default: .intake/admin-token of this folder)")
-	extra(fs)
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, nil, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
+	cmd.Flags().StringVar(&c.server, "server", envOr("INTAKE_SERVER", "http://127.0.0.1:8080"), "admin API address ($INTAKE_SERVER)")
+	cmd.Flags().StringVar(&c.token, "token", envOr("INTAKE_ADMIN_TOKEN", ""), "admin token ($INTAKE_ADMIN_TOKEN; default: .intake/admin-token of this folder)")
+	hideDefault(cmd.Flags(), "token")
+	cmd.GroupID = "admin"
+	return c
+}
+
+// ready fills in the token kept by `intake dev` in this folder when none was given.
+func (c *adminClient) ready() *adminClient {
 	if c.token == "" {
 		if b, err := os.ReadFile(filepath.Join(envOr("INTAKE_DATA_DIR", ".intake"), "admin-token")); err == nil {
 			c.token = strings.TrimSpace(string(b))
 		}
 	}
 	c.server = strings.TrimRight(c.server, "/")
-	return c, positional, nil
+	return c
 }
 
 // apiError is the admin API's error shape.
@@ -77,42 +71,51 @@ func (e *apiError) Error() string {
 }
 
 func (c *adminClient) do(ctx context.Context, method, path string, body any, out any) (http.Header, error) {
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.server+path, rd)
+	h, raw, err := c.raw(ctx, method, path, body)
 	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		e := &apiError{Status: resp.StatusCode}
-		if json.Unmarshal(raw, e) != nil {
-			e.Message = string(raw)
-		}
-		return resp.Header, e
+		return h, err
 	}
 	if out != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, out); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 	}
-	return resp.Header, nil
+	return h, nil
+}
+
+// raw sends a request and gives back the answer's bytes as the API wrote them.
+func (c *adminClient) raw(ctx context.Context, method, path string, body any) (http.Header, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return nil, nil, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.server+path, rd)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		e := &apiError{Status: resp.StatusCode}
+		if json.Unmarshal(raw, e) != nil {
+			e.Message = string(raw)
+		}
+		return resp.Header, nil, e
+	}
+	return resp.Header, raw, nil
 }
 
 // document is one template or integration read from a file.
@@ -126,7 +129,14 @@ type document struct {
 // readDocuments reads JSON or YAML files (a folder: every *.json, *.yaml, *.yml in it, sorted).
 // A file may hold several documents: YAML separated by ---, or a JSON array. A document's kind is
 // its "kind" field, else "template" when it has a schema and "integration" when it has mappings.
-func readDocuments(path string) ([]document, error) {
+func readDocuments(path string, stdin io.Reader) ([]document, error) {
+	if path == "-" {
+		raw, err := io.ReadAll(stdin)
+		if err != nil {
+			return nil, fmt.Errorf("read standard input: %w", err)
+		}
+		return parseDocuments("standard input", raw, looksLikeJSON(raw))
+	}
 	files := []string{path}
 	if st, err := os.Stat(path); err != nil {
 		return nil, err
@@ -149,8 +159,27 @@ func readDocuments(path string) ([]document, error) {
 		if err != nil {
 			return nil, err
 		}
+		d, err := parseDocuments(f, raw, filepath.Ext(f) == ".json")
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d...)
+	}
+	return docs, nil
+}
+
+// looksLikeJSON tells JSON from YAML on standard input, which has no file name to go by.
+func looksLikeJSON(raw []byte) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
+}
+
+// parseDocuments reads the documents of one file: a JSON object or array, or YAML documents.
+func parseDocuments(f string, raw []byte, isJSON bool) ([]document, error) {
+	var docs []document
+	{
 		var parts [][]byte
-		if filepath.Ext(f) == ".json" {
+		if isJSON {
 			trimmed := bytes.TrimSpace(raw)
 			if len(trimmed) > 0 && trimmed[0] == '[' {
 				var arr []json.RawMessage
@@ -225,48 +254,90 @@ func classify(raw []byte) (document, error) {
 	return document{kind: kind, id: head.Identifier, body: body}, nil
 }
 
-// runApply writes templates (relation targets first) and then integrations; applying the same
-// files twice changes nothing.
-func runApply(ctx context.Context, args []string) error {
+func applyCommand() *cobra.Command {
 	var file string
-	c, _, err := cliFlags("apply", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&file, "f", "", "file or folder of templates and integrations (JSON or YAML)")
-	})
+	var dry bool
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|DIR|-",
+		Short: "create or update templates and integrations (JSON or YAML; idempotent)",
+		Long: `Applies templates and integrations from JSON or YAML files, a folder of them, or standard
+input (-f -). A file may hold several documents: YAML separated by ---, or a JSON array. A document
+is a template when it has "schema", an integration when it has "mappings", or says so in "kind".
+
+The server validates the whole set first, each document seeing the others, and writes nothing
+unless every one is valid: templates first (a relation's target before the template that points
+to it), then integrations. --dry-run validates the same way and prints what would be done; nothing
+is written. The same files applied twice change nothing.`,
+		Example: `  intake apply -f examples/templates
+  intake apply -f my-integrations.yaml --dry-run
+  cat service.yaml | intake apply -f -`,
+		Args: cobra.NoArgs,
+	}
+	c := adminFlags(cmd)
+	cmd.Flags().StringVarP(&file, "filename", "f", "", `file or folder of templates and integrations (JSON or YAML); "-" reads standard input`)
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "validate against the server and print what would be done; write nothing")
+	_ = cmd.MarkFlagRequired("filename")
+	_ = cmd.MarkFlagFilename("filename", "json", "yaml", "yml")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return runApply(cmd.Context(), c.ready(), cmd, file, dry)
+	}
+	return cmd
+}
+
+// runApply sends the documents as one set (POST /api/v1/apply) and prints what became of each.
+func runApply(ctx context.Context, c *adminClient, cmd *cobra.Command, file string, dry bool) error {
+	docs, err := readDocuments(file, cmd.InOrStdin())
 	if err != nil {
 		return err
 	}
-	if file == "" {
-		return errors.New("apply needs -f FILE|DIR")
-	}
-	docs, err := readDocuments(file)
-	if err != nil {
-		return err
-	}
-	var tpls, ints []document
+	set := map[string][]json.RawMessage{"templates": {}, "integrations": {}}
 	for _, d := range docs {
-		if d.kind == "template" {
-			tpls = append(tpls, d)
-		} else {
-			ints = append(ints, d)
-		}
+		set[d.kind+"s"] = append(set[d.kind+"s"], d.body)
 	}
-	put := func(d document) error {
-		h, err := c.do(ctx, http.MethodPut, "/api/v1/"+d.kind+"s/"+url.PathEscape(d.id), d.body, nil)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%s/%s %s\n", d.kind, d.id, h.Get("X-Intake-Result"))
-		return nil
+	path := "/api/v1/apply"
+	if dry {
+		path += "?dry_run=true"
 	}
-	if err := inRounds(len(tpls), func(i int) error { return put(tpls[i]) }); err != nil {
-		return err
+	var out struct {
+		Results []struct{ Kind, Identifier, Result string }
 	}
-	for _, d := range ints {
-		if err := put(d); err != nil {
-			return fmt.Errorf("%s (%s): %w", d.id, d.source, err)
-		}
+	if _, err := c.do(ctx, http.MethodPost, path, set, &out); err != nil {
+		return withSources(err, docs)
+	}
+	suffix := ""
+	if dry {
+		suffix = " (dry run)"
+	}
+	for _, r := range out.Results {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s%s\n", r.Kind, r.Identifier, r.Result, suffix)
 	}
 	return nil
+}
+
+// withSources names the file of each document the server found a problem in.
+func withSources(err error, docs []document) error {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	list, _ := ae.Details.([]any)
+	var files []string
+	seen := map[string]bool{}
+	for _, d := range list {
+		m, _ := d.(map[string]any)
+		field, _ := m["field"].(string)
+		for _, doc := range docs {
+			prefix := doc.kind + "s/" + doc.id
+			if (field == prefix || strings.HasPrefix(field, prefix+".")) && !seen[prefix] {
+				seen[prefix] = true
+				files = append(files, prefix+" is in "+doc.source)
+			}
+		}
+	}
+	if len(files) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\n%s", err, strings.Join(files, "\n"))
 }
 
 // inRounds applies n items that may depend on each other (a template's relation target must
@@ -292,43 +363,58 @@ func inRounds(n int, apply func(i int) error) error {
 	return nil
 }
 
-// runReplay replays one delivery, or every delivery matching a filter (a bulk replay workflow).
-func runReplay(ctx context.Context, args []string) error {
+func replayCommand() *cobra.Command {
 	var f intake.DeliveryFilter
 	var from, to string
 	var wait bool
-	c, ids, err := cliFlags("replay", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&f.Integration, "integration", "", "bulk: only this integration")
-		fs.StringVar(&f.Status, "status", "failed", "bulk: deliveries with this status")
-		fs.StringVar(&from, "from", "", "bulk: received at or after (RFC 3339)")
-		fs.StringVar(&to, "to", "", "bulk: received before (RFC 3339)")
-		fs.BoolVar(&wait, "wait", false, "wait until the replay finished and print its outcome")
-	})
-	if err != nil {
+	cmd := &cobra.Command{
+		Use:   "replay [DELIVERY_ID]",
+		Short: "replay one stored delivery, or every matching one, against the current configuration",
+		Long: `With a delivery ID, replays that delivery as a new workflow (origin REPLAY). Without one,
+starts a bulk replay of every delivery matching the filter (a workflow that survives restarts).
+--wait waits for the outcome and exits 1 when the replay failed again.`,
+		Example: `  intake replay sonar_webhook.01m8tn21vhkq6ygd3f3s2w1ddp --wait
+  intake replay --integration sonar_webhook --status failed --wait`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	c := adminFlags(cmd)
+	cmd.Flags().StringVar(&f.Integration, "integration", "", "bulk: only this integration")
+	cmd.Flags().StringVar(&f.Status, "status", "failed", "bulk: deliveries with this status")
+	cmd.Flags().StringVar(&from, "from", "", "bulk: received at or after (RFC 3339)")
+	cmd.Flags().StringVar(&to, "to", "", "bulk: received before (RFC 3339)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the replay finished and print its outcome; exit 1 when it failed")
+	cmd.ValidArgsFunction = completeIDs(c, "/api/v1/deliveries?status=failed", "id")
+	cmd.RunE = func(cmd *cobra.Command, ids []string) error {
+		c.ready()
+		ctx := cmd.Context()
+		if len(ids) == 1 {
+			return replayOne(ctx, c, ids[0], wait)
+		}
+		body := map[string]any{"integration": f.Integration, "status": f.Status}
+		if from != "" {
+			body["from"] = from
+		}
+		if to != "" {
+			body["to"] = to
+		}
+		return replayBulk(ctx, c, body, wait)
+	}
+	return cmd
+}
+
+func replayOne(ctx context.Context, c *adminClient, id string, wait bool) error {
+	var out map[string]any
+	if _, err := c.do(ctx, http.MethodPost, "/api/v1/deliveries/"+url.PathEscape(id)+"/replay", nil, &out); err != nil {
 		return err
 	}
-	switch len(ids) {
-	case 0:
-	case 1:
-		var out map[string]any
-		if _, err := c.do(ctx, http.MethodPost, "/api/v1/deliveries/"+url.PathEscape(ids[0])+"/replay", nil, &out); err != nil {
-			return err
-		}
-		fmt.Printf("replaying %s as %s\n", ids[0], out["workflow_id"])
-		if wait {
-			return waitDelivery(ctx, c, ids[0], out["workflow_id"].(string))
-		}
-		return nil
-	default:
-		return errors.New("replay takes one delivery ID, or a filter (--integration, --status, --from, --to)")
+	fmt.Printf("replaying %s as %s\n", id, out["workflow_id"])
+	if wait {
+		return waitDelivery(ctx, c, id, out["workflow_id"].(string))
 	}
-	body := map[string]any{"integration": f.Integration, "status": f.Status}
-	if from != "" {
-		body["from"] = from
-	}
-	if to != "" {
-		body["to"] = to
-	}
+	return nil
+}
+
+func replayBulk(ctx context.Context, c *adminClient, body map[string]any, wait bool) error {
 	var out map[string]any
 	if _, err := c.do(ctx, http.MethodPost, "/api/v1/deliveries/replay", body, &out); err != nil {
 		return err
@@ -390,21 +476,37 @@ func waitDelivery(ctx context.Context, c *adminClient, id, workflowID string) er
 	}
 }
 
-// runTestMapping is a dry run from the shell: what the integration makes of a payload file.
-func runTestMapping(ctx context.Context, args []string) error {
+func testMappingCommand() *cobra.Command {
 	var integration, payload, headers string
-	c, _, err := cliFlags("test-mapping", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&integration, "integration", "", "integration identifier")
-		fs.StringVar(&payload, "payload", "", "payload file (JSON)")
-		fs.StringVar(&headers, "headers", "", "headers as name=value,name=value")
-	})
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:     "test-mapping --integration ID --payload FILE",
+		Short:   "dry run: the entities a payload would produce; writes nothing",
+		Long:    "Prints the dry run of a stored integration over a payload and exits 1 when an entity would fail.",
+		Example: "  intake test-mapping --integration sonar_webhook --payload payload.json --headers x-a=1,x-b=2",
+		Args:    cobra.NoArgs,
 	}
-	if integration == "" || payload == "" {
-		return errors.New("test-mapping needs --integration ID --payload FILE")
+	c := adminFlags(cmd)
+	cmd.Flags().StringVar(&integration, "integration", "", "integration identifier")
+	cmd.Flags().StringVar(&payload, "payload", "", `payload file (JSON); "-" reads standard input`)
+	cmd.Flags().StringVar(&headers, "headers", "", "headers as name=value,name=value")
+	_ = cmd.MarkFlagRequired("integration")
+	_ = cmd.MarkFlagRequired("payload")
+	_ = cmd.RegisterFlagCompletionFunc("integration", completeIDs(c, "/api/v1/integrations", "identifier"))
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return runTestMapping(cmd.Context(), c.ready(), cmd, integration, payload, headers)
 	}
-	raw, err := os.ReadFile(payload)
+	return cmd
+}
+
+// runTestMapping is a dry run from the shell: what the integration makes of a payload file.
+func runTestMapping(ctx context.Context, c *adminClient, cmd *cobra.Command, integration, payload, headers string) error {
+	var raw []byte
+	var err error
+	if payload == "-" {
+		raw, err = io.ReadAll(cmd.InOrStdin())
+	} else {
+		raw, err = os.ReadFile(payload)
+	}
 	if err != nil {
 		return err
 	}
@@ -422,12 +524,9 @@ func runTestMapping(ctx context.Context, args []string) error {
 		map[string]any{"body": json.RawMessage(raw), "headers": h}, &out); err != nil {
 		return err
 	}
-	var v any
-	_ = json.Unmarshal(out, &v)
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	if err := printJSON(cmd.OutOrStdout(), out); err != nil {
+		return err
+	}
 	var verdict struct{ Valid bool }
 	_ = json.Unmarshal(out, &verdict)
 	if !verdict.Valid {

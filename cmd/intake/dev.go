@@ -24,12 +24,9 @@ import (
 )
 
 // runDev runs the whole stack in this process, with all state under the data folder.
-func runDev(ctx context.Context, args []string) error {
-	cfg, err := parse("dev", args, true)
-	if err != nil {
-		return err
-	}
+func runDev(ctx context.Context, cfg *settings) error {
 	log := cfg.logger()
+	var err error
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
 	}

@@ -291,11 +291,7 @@ func (p *process) stop(ctx context.Context) {
 }
 
 // runServe is the production entry point.
-func runServe(ctx context.Context, args []string) error {
-	cfg, err := parse("serve", args, false)
-	if err != nil {
-		return err
-	}
+func runServe(ctx context.Context, cfg *settings) error {
 	log := cfg.logger()
 	if cfg.MongoURI == "" {
 		return errors.New("serve needs INTAKE_MONGODB_URI (or --mongodb-uri)")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,16 +15,7 @@ import (
 // runRotateSecrets re-encrypts every integration's secrets with the newest key of
 // INTAKE_SECRET_KEYS. Without --mongodb-uri it reaches the running `intake dev`'s embedded
 // server, and without keys it uses that folder's kept key (which upgrades old formats).
-func runRotateSecrets(ctx context.Context, args []string) error {
-	cfg := &settings{}
-	fs := flag.NewFlagSet("intake rotate-secrets", flag.ContinueOnError)
-	cfg.bindStore(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("rotate-secrets takes no arguments, got %q", fs.Args())
-	}
+func runRotateSecrets(ctx context.Context, cfg *settings) error {
 	keys, err := cfg.secretKeys()
 	if err != nil {
 		return err

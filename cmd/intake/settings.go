@@ -2,13 +2,14 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	flag "github.com/spf13/pflag"
 
 	"intake/starters/kafka"
 	"intake/store"
@@ -121,6 +122,7 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	fs.DurationVar(&s.DeliveryRetention, "delivery-retention", keepDeliveries, "worker: delivery records (and their bodies) older than this are deleted; 0 keeps them ($INTAKE_DELIVERY_RETENTION)")
 	keepAudit, _ := time.ParseDuration(envOr("INTAKE_AUDIT_RETENTION", "0"))
 	fs.DurationVar(&s.AuditRetention, "audit-retention", keepAudit, "worker: audit entries older than this are deleted; 0 (default) keeps them ($INTAKE_AUDIT_RETENTION)")
+	hideDefault(fs, "admin-token")
 	examples := envOr("INTAKE_LOAD_EXAMPLES", "true") != "false"
 	fs.BoolVar(&s.LoadExamples, "examples", examples, "dev: load examples/ on the first start ($INTAKE_LOAD_EXAMPLES)")
 }
@@ -134,6 +136,15 @@ func (s *settings) bindStore(fs *flag.FlagSet) {
 	str(&s.MongoDatabase, "mongodb-database", "INTAKE_MONGODB_DATABASE", "intake", "MongoDB database")
 	str(&s.SecretKeys, "secret-keys", "INTAKE_SECRET_KEYS", "", "comma-separated keys for integration secrets at rest, newest first: the newest encrypts, every one decrypts (dev: one generated and kept)")
 	str(&s.SecretKey, "secret-key", "INTAKE_SECRET_KEY", "", "a single key, instead of --secret-keys")
+	hideDefault(fs, "mongodb-uri", "secret-keys", "secret-key")
+}
+
+// hideDefault keeps -h from printing a secret taken from the environment as a flag's default
+// (a MongoDB URI may hold a password).
+func hideDefault(fs *flag.FlagSet, names ...string) {
+	for _, n := range names {
+		fs.Lookup(n).DefValue = ""
+	}
 }
 
 // kafkaConnection is the Kafka listener's TLS and SASL from the INTAKE_KAFKA_* settings.
