@@ -267,7 +267,9 @@ type AuditContext struct {
 // AuditFilter selects audit entries for the API.
 type AuditFilter struct {
 	EntityTemplate, Integration, Origin, Action, Status string
-	From, To                                            time.Time
+	// DeliveryID selects one delivery's entries, its replays' included (they carry the original's).
+	DeliveryID string
+	From, To   time.Time
 	Limit                                               int
 	Cursor                                              string
 }
@@ -494,6 +496,7 @@ type ReplayRun struct {
 type DeliveryFilter struct {
 	Integration string    `json:"integration,omitempty"`
 	Status      string    `json:"status,omitempty"`
+	Origin      string    `json:"origin,omitempty"`
 	From        time.Time `json:"from,omitzero"`
 	To          time.Time `json:"to,omitzero"`
 	Limit       int       `json:"limit,omitempty"`
