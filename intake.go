@@ -270,8 +270,8 @@ type AuditFilter struct {
 	// DeliveryID selects one delivery's entries, its replays' included (they carry the original's).
 	DeliveryID string
 	From, To   time.Time
-	Limit                                               int
-	Cursor                                              string
+	Limit      int
+	Cursor     string
 }
 
 // Delivery is one received message, as the IngestWorkflow gets it: raw bytes and redacted

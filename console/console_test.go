@@ -31,18 +31,18 @@ func TestConsolePages(t *testing.T) {
 		code  int
 		title string
 	}{
-		"overview at the root":            {"/console/", 200, "Overview"},
-		"sign-in page":                    {"/console/login", 200, "Sign in"},
-		"deliveries with filters":         {"/console/deliveries?status=failed", 200, "Deliveries"},
-		"one delivery":                    {"/console/deliveries/sonar_webhook.01abc", 200, "Delivery"},
-		"a bulk replay":                   {"/console/replays/bulk-replay.01abc", 200, "Bulk replay"},
-		"audit log":                       {"/console/audit", 200, "Audit log"},
-		"integrations":                    {"/console/integrations", 200, "Integrations"},
-		"one integration":                 {"/console/integrations/sonar_webhook", 200, "Integration"},
-		"templates":                       {"/console/templates", 200, "Templates"},
-		"one template":                    {"/console/templates/sonar_project", 200, "Template"},
-		"playground":                      {"/console/playground?integration=x", 200, "Mapping playground"},
-		"an unknown page is a 404 page":   {"/console/nothing/here", 404, "Not found"},
+		"overview at the root":          {"/console/", 200, "Overview"},
+		"sign-in page":                  {"/console/login", 200, "Sign in"},
+		"deliveries with filters":       {"/console/deliveries?status=failed", 200, "Deliveries"},
+		"one delivery":                  {"/console/deliveries/sonar_webhook.01abc", 200, "Delivery"},
+		"a bulk replay":                 {"/console/replays/bulk-replay.01abc", 200, "Bulk replay"},
+		"audit log":                     {"/console/audit", 200, "Audit log"},
+		"integrations":                  {"/console/integrations", 200, "Integrations"},
+		"one integration":               {"/console/integrations/sonar_webhook", 200, "Integration"},
+		"templates":                     {"/console/templates", 200, "Templates"},
+		"one template":                  {"/console/templates/sonar_project", 200, "Template"},
+		"playground":                    {"/console/playground?integration=x", 200, "Mapping playground"},
+		"an unknown page is a 404 page": {"/console/nothing/here", 404, "Not found"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			resp, body := get(t, c, tc.path)
