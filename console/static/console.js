@@ -190,6 +190,8 @@
     }
   }
 
+  function plural(n, one, many) { return n + ' ' + (n === 1 ? one : many); }
+
   function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
 
   // ---- pages ----
@@ -514,7 +516,7 @@
       stateEl.textContent = 'done';
       var failed = (ans.entities || []).filter(function (x) { return x.outcome === 'failed'; }).length;
       verdict.replaceChildren(ans.valid ? 'Valid: every entity would be written ' : 'Not valid: ', state(ans.valid ? 'succeeded' : 'failed'),
-        ' ' + (ans.entities || []).length + ' entities, ' + failed + ' failing');
+        ' (' + plural((ans.entities || []).length, 'entity', 'entities') + ', ' + failed + ' failing)');
       say(ans.error ? failure(ans.error) : '', !!ans.error);
       fill('#pg-mappings', ans.mappings || [], function (m) { return [num(m.index), m.template, m.filtered ? 'filtered out' : 'passed']; });
       fill('#pg-entities', ans.entities || [], function (x) {
