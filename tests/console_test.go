@@ -347,6 +347,25 @@ func TestConsole(t *testing.T) {
 			_, err := s.waitWorkflow(id)
 			require.Error(t, err)
 		}
+		// The origin filter: all of them came by webhook, none by Kafka.
+		p.open("/console/deliveries?integration=sonar_webhook&status=failed&origin=KAFKA")
+		assert.Empty(t, p.rows("#deliveries"))
+		assert.Equal(t, "No delivery matches.", p.text(`.empty[data-for="deliveries"]`))
+		p.open("/console/deliveries?integration=sonar_webhook&status=failed&origin=WEBHOOK&limit=100")
+		assert.Len(t, p.rows("#deliveries"), n)
+		var counts struct {
+			Counts []struct {
+				Integration, Status string
+				Count               int
+			}
+		}
+		code, _ := s.request("GET", "/api/v1/deliveries/counts", nil, true, &counts)
+		require.Equal(t, 200, code)
+		assert.Contains(t, counts.Counts, struct {
+			Integration, Status string
+			Count               int
+		}{"sonar_webhook", "failed", n})
+
 		p.open("/console/deliveries?integration=sonar_webhook&status=failed&limit=20")
 		assert.Len(t, p.rows("#deliveries"), 20, "a page of 20")
 		// Paging follows X-Next-Cursor.
@@ -370,7 +389,7 @@ func TestConsole(t *testing.T) {
 			Status   string
 			Progress struct{ Started int }
 		}
-		code, _ := s.request("GET", "/api/v1/replays/"+replayID, nil, true, &r)
+		code, _ = s.request("GET", "/api/v1/replays/"+replayID, nil, true, &r)
 		require.Equal(t, 200, code)
 		assert.Equal(t, "Canceled", r.Status)
 		assert.Less(t, r.Progress.Started, n, "cancelled before the end")
