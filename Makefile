@@ -18,8 +18,17 @@ build: ## build the intake binary into bin/
 run: build ## run everything on this machine (intake dev): Temporal + UI :8233, MongoDB :27017, API :8080
 	./$(BIN) dev
 
+# The console's browser tests drive Debian's chromium headless (TestConsole, BenchmarkConsoleDeliveries).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps-browser
+deps-browser: ## install Debian's chromium for the console's browser tests (once; needs apt)
+	@if [ -x $(CHROMIUM) ]; then echo "chromium present: $(CHROMIUM)"; else \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; fi
+
 .PHONY: test
-test: lint ## lint, then unit, workflow and end-to-end tests, then a short fuzz run
+test: lint ## lint, then unit, workflow and end-to-end tests (browser tests need make deps-browser), then a short fuzz run
 	$(GO) test -count=1 -timeout 25m $(PKGS)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 
@@ -51,5 +60,5 @@ lint: ## gofmt, go vet and the deployment files (k8s manifests decoded strictly,
 
 .PHONY: bench
 BENCH ?= .
-bench: build ## benchmarks on the embedded stack (BENCH=WebhookPath|AcceptOpenLoop|BulkReplay|KafkaStart selects one)
+bench: build ## benchmarks on the embedded stack (BENCH=WebhookPath|AcceptOpenLoop|BulkReplay|KafkaStart|Console selects one)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 60m ./tests/

@@ -276,9 +276,11 @@ type AuditContext struct {
 // AuditFilter selects audit entries for the API.
 type AuditFilter struct {
 	EntityTemplate, Integration, Origin, Action, Status string
-	From, To                                            time.Time
-	Limit                                               int
-	Cursor                                              string
+	// DeliveryID selects one delivery's entries, its replays' included (they carry the original's).
+	DeliveryID string
+	From, To   time.Time
+	Limit      int
+	Cursor     string
 }
 
 // Delivery is one received message, as the IngestWorkflow gets it: raw bytes and redacted
@@ -503,6 +505,7 @@ type ReplayRun struct {
 type DeliveryFilter struct {
 	Integration string    `json:"integration,omitempty"`
 	Status      string    `json:"status,omitempty"`
+	Origin      string    `json:"origin,omitempty"`
 	From        time.Time `json:"from,omitzero"`
 	To          time.Time `json:"to,omitzero"`
 	Limit       int       `json:"limit,omitempty"`

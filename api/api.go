@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"intake/console"
 	"intake/mappings"
 	"intake/metrics"
 	"intake/starters"
@@ -42,7 +43,7 @@ type Server struct {
 	HydrationAllow []string
 }
 
-// Router builds the gin engine with the receiver and the admin API.
+// Router builds the gin engine with the receiver, the admin API and the console.
 func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
@@ -57,6 +58,13 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	if r != nil {
 		r.Register(g)
 	}
+	// The console's pages are open; they hold no data and call the admin API below with the
+	// token the operator enters.
+	con, err := console.New(console.Options{TemporalUI: s.TemporalUI, Namespace: s.Namespace, Log: s.Log})
+	if err != nil {
+		panic(err) // the templates are embedded: a parse error is a build defect
+	}
+	g.GET("/console/*path", gin.WrapH(con))
 	admin := g.Group("/api/v1", s.auth)
 	admin.GET("/templates", s.listTemplates)
 	admin.GET("/templates/:id", s.getTemplate)
@@ -74,6 +82,7 @@ func Router(s *Server, r *webhook.Receiver) *gin.Engine {
 	admin.GET("/audit_logs/:id", s.getAudit)
 	admin.POST("/apply", s.applySet)
 	admin.GET("/deliveries", s.listDeliveries)
+	admin.GET("/deliveries/counts", s.countDeliveries)
 	admin.GET("/deliveries/:id", s.getDelivery)
 	admin.POST("/deliveries/:id/replay", s.replayDelivery)
 	admin.POST("/deliveries/replay", s.bulkReplay)

@@ -48,7 +48,7 @@ func (s *Server) listAudit(c *gin.Context) {
 	f := intake.AuditFilter{
 		EntityTemplate: c.Query("entity_template"), Integration: c.Query("integration"),
 		Origin: c.Query("origin"), Action: c.Query("action"), Status: c.Query("status"),
-		From: from, To: to, Limit: limit, Cursor: cursor,
+		DeliveryID: c.Query("delivery_id"), From: from, To: to, Limit: limit, Cursor: cursor,
 	}
 	items, next, err := s.Store.ListAudit(c.Request.Context(), f)
 	if err != nil {

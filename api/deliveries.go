@@ -48,7 +48,7 @@ func deliveryFilter(c *gin.Context) (intake.DeliveryFilter, bool) {
 		return intake.DeliveryFilter{}, false
 	}
 	return intake.DeliveryFilter{Integration: c.Query("integration"), Status: c.Query("status"),
-		From: from, To: to, Limit: limit, Cursor: cursor}, true
+		Origin: c.Query("origin"), From: from, To: to, Limit: limit, Cursor: cursor}, true
 }
 
 func (s *Server) getDelivery(c *gin.Context) {
@@ -59,6 +59,31 @@ func (s *Server) getDelivery(c *gin.Context) {
 	}
 	s.link(d)
 	c.PureJSON(http.StatusOK, d)
+}
+
+// countDeliveries answers how many deliveries each integration has in each status, received in
+// [from, to) (default: the last hour).
+func (s *Server) countDeliveries(c *gin.Context) {
+	from, ok := parseTime(c, "from")
+	if !ok {
+		return
+	}
+	to, ok := parseTime(c, "to")
+	if !ok {
+		return
+	}
+	if to.IsZero() {
+		to = time.Now().UTC()
+	}
+	if from.IsZero() {
+		from = to.Add(-time.Hour)
+	}
+	counts, err := s.Store.CountDeliveries(c.Request.Context(), from, to)
+	if err != nil {
+		s.storeError(c, "deliveries", err)
+		return
+	}
+	c.PureJSON(http.StatusOK, gin.H{"from": from.UTC(), "to": to.UTC(), "counts": counts})
 }
 
 // link adds the Temporal UI address of the delivery's latest run.
@@ -88,6 +113,7 @@ func (s *Server) replayDelivery(c *gin.Context) {
 type bulkReplayRequest struct {
 	Integration string    `json:"integration"`
 	Status      string    `json:"status"`
+	Origin      string    `json:"origin"`
 	From        time.Time `json:"from"`
 	To          time.Time `json:"to"`
 }
@@ -104,7 +130,7 @@ func (s *Server) bulkReplay(c *gin.Context) {
 		req.To = time.Now().UTC() // deliveries that fail while the replay runs are not picked up
 	}
 	started, err := s.Starter.StartBulkReplay(c.Request.Context(), intake.DeliveryFilter{
-		Integration: req.Integration, Status: req.Status, From: req.From, To: req.To})
+		Integration: req.Integration, Status: req.Status, Origin: req.Origin, From: req.From, To: req.To})
 	if err != nil {
 		s.unavailable(c, err)
 		return

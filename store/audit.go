@@ -56,6 +56,7 @@ func (s *Store) ListAudit(ctx context.Context, f intake.AuditFilter) ([]intake.A
 	add("trigger.origin", f.Origin)
 	add("action", f.Action)
 	add("status", f.Status)
+	add("delivery_id", f.DeliveryID)
 	out, next, err := listNewestFirst(ctx, s, colAudit, filter, "trigger.at", f.From, f.To, f.Limit, f.Cursor,
 		func(e *intake.AuditEntry) (time.Time, string) { return e.Trigger.At, e.ID })
 	if err != nil {

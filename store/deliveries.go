@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -244,6 +246,9 @@ func (s *Store) ListDeliveries(ctx context.Context, f intake.DeliveryFilter) ([]
 	if f.Status != "" {
 		filter = append(filter, bson.E{Key: "status", Value: f.Status})
 	}
+	if f.Origin != "" {
+		filter = append(filter, bson.E{Key: "origin", Value: f.Origin})
+	}
 	docs, next, err := listNewestFirst(ctx, s, colDeliveries, filter, "received_at", f.From, f.To, f.Limit, f.Cursor,
 		func(d *deliveryDoc) (time.Time, string) { return d.ReceivedAt, d.ID })
 	if err != nil {
@@ -351,4 +356,47 @@ func (s *Store) MarkOrphaned(ctx context.Context, id string, f intake.Failure) (
 		return false, fmt.Errorf("mark delivery %s failed: %w", id, err)
 	}
 	return res.ModifiedCount == 1, nil
+}
+
+// DeliveryCount is how many deliveries of one integration have one status.
+type DeliveryCount struct {
+	Integration string `json:"integration" bson:"integration"`
+	Status      string `json:"status" bson:"status"`
+	Count       int    `json:"count" bson:"count"`
+}
+
+// CountDeliveries counts the deliveries received in [from, to) by integration and status, sorted
+// by integration then status (the console's overview).
+func (s *Store) CountDeliveries(ctx context.Context, from, to time.Time) ([]DeliveryCount, error) {
+	// Only the two grouped fields are read: bodies stay in the store.
+	cur, err := s.db.Collection(colDeliveries).Find(ctx,
+		bson.D{{Key: "received_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}},
+		options.Find().SetProjection(bson.D{{Key: "integration", Value: 1}, {Key: "status", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("count deliveries: %w", err)
+	}
+	defer cur.Close(ctx)
+	type key struct{ integration, status string }
+	counts := map[key]int{}
+	for cur.Next(ctx) {
+		var d struct {
+			Integration string `bson:"integration"`
+			Status      string `bson:"status"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return nil, fmt.Errorf("count deliveries: %w", err)
+		}
+		counts[key{d.Integration, d.Status}]++
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("count deliveries: %w", err)
+	}
+	out := make([]DeliveryCount, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, DeliveryCount{Integration: k.integration, Status: k.status, Count: n})
+	}
+	slices.SortFunc(out, func(a, b DeliveryCount) int {
+		return cmp.Or(cmp.Compare(a.Integration, b.Integration), cmp.Compare(a.Status, b.Status))
+	})
+	return out, nil
 }

@@ -131,11 +131,13 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			{Keys: bson.D{{Key: "trigger.origin", Value: 1}}},
 			{Keys: bson.D{{Key: "action", Value: 1}}},
 			{Keys: bson.D{{Key: "status", Value: 1}}},
+			{Keys: bson.D{{Key: "delivery_id", Value: 1}}},
 		},
 		colDeliveries: {
 			{Keys: bson.D{{Key: "integration", Value: 1}}},
 			{Keys: bson.D{{Key: "status", Value: 1}}},
 			{Keys: bson.D{{Key: "received_at", Value: -1}}},
+			{Keys: bson.D{{Key: "origin", Value: 1}}},
 		},
 	}
 	for _, name := range Collections {

@@ -188,6 +188,7 @@ func printBanner(cfg *settings, p *process, uiURL, temporalAddr, mongoURI, token
 	fmt.Printf(`
 intake dev is ready (%.1fs)
   receiver + admin API  %s
+  console               %s/console/   (sign in with the admin token)
   Temporal Web UI       %s   (namespace %s, task queue intake)
   Temporal frontend     %s
   MongoDB               %s   (database %s)%s
@@ -203,7 +204,7 @@ then look at the entity and the audit log:
   curl -s -H 'Authorization: Bearer %s' %s/api/v1/entities/github_repository/octo-org_care_back
   curl -s -H 'Authorization: Bearer %s' %s/api/v1/audit_logs
 
-`, took.Seconds(), p.httpURL, uiURL, cfg.TemporalNamespace, temporalAddr, mongoURI, cfg.MongoDatabase, kafkaLine(cfg),
+`, took.Seconds(), p.httpURL, p.httpURL, uiURL, cfg.TemporalNamespace, temporalAddr, mongoURI, cfg.MongoDatabase, kafkaLine(cfg),
 		cfg.DataDir, token, signedCurl(p.httpURL), token, p.httpURL, token, p.httpURL)
 }
 
