@@ -66,6 +66,10 @@ func BenchmarkWebhookPath(b *testing.B) {
 	waitAll(b, s, ids)
 	seqDone := time.Since(seqStart)
 
+	// The empty-workflow ceiling right before and right after the 8-sender phase: the machine
+	// is shared, so the ratio is taken against what the server did around the same time.
+	emptyBefore := emptyWorkflowCeiling(b, s, n)
+
 	// 2. throughput with 8 concurrent senders
 	ids = nil
 	parStart := time.Now()
@@ -79,7 +83,8 @@ func BenchmarkWebhookPath(b *testing.B) {
 	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
 	jqRate := gojqCeiling(b)
 	storeRate := storeCeiling(b, s)
-	emptyRate := emptyWorkflowCeiling(b, s, n)
+	emptyAfter := emptyWorkflowCeiling(b, s, n)
+	emptyRate := (emptyBefore + emptyAfter) / 2
 
 	fmt.Printf("\nwebhook path, %d deliveries each phase (embedded stack, %s):\n", n, "2 cores")
 	fmt.Printf("  accept latency sequential   p50 %v  p99 %v  max %v\n", p(0.5), p(0.99), lat[len(lat)-1])
@@ -87,8 +92,8 @@ func BenchmarkWebhookPath(b *testing.B) {
 		float64(n)/seqAccept.Seconds(), n, seqDone.Round(time.Millisecond), float64(n)/seqDone.Seconds())
 	fmt.Printf("  8 senders:  accepted %.0f/s, all %d workflows done after %v (%.1f deliveries/s end to end)\n",
 		float64(n)/parAccept.Seconds(), n, parDone.Round(time.Millisecond), float64(n)/parDone.Seconds())
-	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s, empty workflow on the same server %.1f/s (8 starters)\n",
-		jqRate, storeRate, emptyRate)
+	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s, empty workflow on the same server %.1f/s (8 starters; %.1f before, %.1f after the 8-sender phase)\n",
+		jqRate, storeRate, emptyRate, emptyBefore, emptyAfter)
 	fmt.Printf("  ratio: end to end with 8 senders / empty workflow = %.0f%%\n", 100*float64(n)/parDone.Seconds()/emptyRate)
 	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "accept-p50-ms")
 	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "accept-p99-ms")
