@@ -30,7 +30,7 @@ const (
 )
 
 // Collections lists every collection the store uses (the embedded server indexes each).
-var Collections = []string{colTemplates, colIntegrations, colEntities, colAudit, colDeliveries, colMeta}
+var Collections = []string{colTemplates, colIntegrations, colEntities, colAudit, colDeliveries, colMeta, colClaims, colTombstones}
 
 // BulkChunk bounds operations per bulk write: the embedded server deadlocks when one command
 // upserts as many existing documents as it has pool connections (100).
@@ -45,9 +45,8 @@ type Store struct {
 	db     *mongo.Database
 	// keys encrypt integration secrets at rest: the first seals, every one is tried to open.
 	keys [][]byte
-	// entityWrites serializes this process's entity writes: FerretDB v1.24.2 matches a filter
-	// and replaces the document in two steps, so two concurrent guarded writes could both pass
-	// the revision check. MongoDB applies filter and write atomically per document.
+	// entityWrites serializes this process's entity writes, which spares them conflicts with
+	// each other; the revision guard itself holds across processes (guard.go).
 	entityWrites sync.Mutex
 	// idOnly is set on FerretDB, which uses its _id index only for a filter that is exactly one
 	// scalar _id equality ({_id: x}); $in and {_id, rev} filters scan the whole table there.

@@ -94,7 +94,7 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	s.bindStore(fs)
 	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
 	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker,listeners", "serve: comma-separated roles (receiver, worker, listeners)")
+	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker,listeners", "comma-separated roles (receiver, worker, listeners); dev: \"none\" runs only the embedded servers and the admin API (a cluster for serve processes)")
 	str(&s.KafkaBrokers, "kafka-brokers", "INTAKE_KAFKA_BROKERS", "", "comma-separated Kafka brokers; unset: no Kafka listener")
 	str(&s.KafkaGroup, "kafka-group", "INTAKE_KAFKA_GROUP", "intake", "consumer group of kafka integrations that name none")
 	str(&s.KafkaTLSCert, "kafka-tls-cert", "INTAKE_KAFKA_TLS_CERT", "", "PEM client certificate for mTLS to Kafka (with --kafka-tls-key)")
