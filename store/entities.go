@@ -107,7 +107,9 @@ var ErrConflict = errors.New("entity changed concurrently")
 // revision it read. A chunk that does not apply in full returns ErrConflict (the writes before
 // the conflicting one have been applied). On MongoDB the guard is part of each write's filter,
 // which MongoDB applies atomically per document. On FerretDB, which matches a filter and then
-// writes in two steps, each write first claims its revision with an insert (see guard.go).
+// writes in two steps, each write first claims its revision with an insert (see guard.go), or,
+// when this process is the store's sole writer (SoleWriter), the revisions are checked by _id
+// under the process's write lock, which is then enough.
 func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 	// In-process writes go one at a time: it spares them conflicts with each other. Correctness
 	// across processes comes from the filter (MongoDB) or the revision claims (FerretDB).
@@ -116,16 +118,24 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 	chain := map[string]*revState{} // FerretDB: what this call's earlier writes left of each entity
 	for start := 0; start < len(writes); start += BulkChunk {
 		chunk := writes[start:min(start+BulkChunk, len(writes))]
-		if s.idOnly {
+		if s.idOnly && !s.soleWriter {
 			if err := s.writeClaimed(ctx, chunk, chain); err != nil {
 				return err
 			}
 			continue
 		}
+		if s.idOnly {
+			if err := s.checkRevisions(ctx, chunk); err != nil {
+				return err
+			}
+		}
 		models := make([]mongo.WriteModel, 0, len(chunk))
 		for _, w := range chunk {
 			filter := bson.D{{Key: "_id", Value: w.id()}, {Key: "rev", Value: w.Rev}}
-			if w.Rev == 0 {
+			switch {
+			case s.idOnly: // sole writer: checked above, under the lock
+				filter = bson.D{{Key: "_id", Value: w.id()}}
+			case w.Rev == 0:
 				filter = bson.D{{Key: "_id", Value: w.id()}, {Key: "rev", Value: bson.D{{Key: "$exists", Value: false}}}}
 			}
 			if w.Doc == nil {
@@ -134,9 +144,14 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 			}
 			w.Doc.Rev = w.Rev + 1
 			// A new entity is inserted; an existing one is replaced only at the revision read.
-			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc.stored()).SetUpsert(w.Rev == 0))
+			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc.stored()).SetUpsert(w.Rev == 0 || s.idOnly))
+		}
+		release, err := s.updating(ctx, len(models))
+		if err != nil {
+			return err
 		}
 		res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+		release()
 		if mongo.IsDuplicateKeyError(err) {
 			return ErrConflict
 		}
@@ -145,6 +160,44 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 		}
 		if int(res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
 			return ErrConflict
+		}
+	}
+	return nil
+}
+
+// SoleWriter declares this process the only one that writes entities to the store (intake dev
+// with its embedded server): on FerretDB the per-process write lock with revision checks by _id
+// is then enough, and each write saves the cross-process claims' three to four operations.
+func (s *Store) SoleWriter() { s.soleWriter = true }
+
+// checkRevisions verifies, by indexed _id lookups, that every entity of the chunk is still at
+// the revision its writer read (0: absent). The caller holds the write lock.
+func (s *Store) checkRevisions(ctx context.Context, chunk []EntityWrite) error {
+	seen := map[string]int64{} // a chunk may write one entity twice: the second expects the first's revision
+	for _, w := range chunk {
+		id := w.id()
+		current, ok := seen[id]
+		if !ok {
+			var d struct {
+				Rev int64 `bson:"rev"`
+			}
+			err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+				options.FindOne().SetProjection(bson.D{{Key: "rev", Value: 1}})).Decode(&d)
+			switch {
+			case errors.Is(err, mongo.ErrNoDocuments):
+				current = 0
+			case err != nil:
+				return fmt.Errorf("check revision of %s: %w", id, err)
+			default:
+				current = d.Rev
+			}
+		}
+		if current != w.Rev {
+			return ErrConflict
+		}
+		seen[id] = w.Rev + 1
+		if w.Doc == nil {
+			seen[id] = 0
 		}
 	}
 	return nil

@@ -55,6 +55,8 @@ type Store struct {
 	// v1.24.2 holds one SQLite connection per operation of an update command until the command
 	// ends, and hangs for good once its pool of 100 is used up (concurrent bulk updates do it).
 	updates *semaphore.Weighted
+	// soleWriter: no other process writes entities here (SoleWriter).
+	soleWriter bool
 }
 
 // maxUpdatesInFlight keeps FerretDB's update operations well under its pool of 100.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,60 +95,13 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		assert.ErrorIs(t, err, store.ErrNotFound)
 	})
 
-	t.Run("a write at a stale revision is a conflict, never a lost update", func(t *testing.T) {
-		doc := func(v string) *store.EntityDoc {
-			return &store.EntityDoc{ID: "t/race", Template: "t", Identifier: "race", Properties: map[string]any{"v": v}, Relations: map[string]any{}}
-		}
-		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("created")}}))
-		assert.ErrorIs(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("created twice")}}), store.ErrConflict)
-		// Two writers read revision 1; the first wins, the second must read again.
-		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("first"), Rev: 1}}))
-		assert.ErrorIs(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("second"), Rev: 1}}), store.ErrConflict)
-		assert.ErrorIs(t, s.WriteEntities(ctx, []store.EntityWrite{{Delete: "t/race", Rev: 1}}), store.ErrConflict)
-		got, err := s.EntitiesByID(ctx, []string{"t/race"})
-		require.NoError(t, err)
-		assert.Equal(t, "first", got["t/race"].Properties["v"])
-		assert.Equal(t, int64(2), got["t/race"].Rev)
-	})
-
-	t.Run("concurrent read-modify-write loops lose nothing", func(t *testing.T) {
-		var wg sync.WaitGroup
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				for {
-					got, err := s.EntitiesByID(ctx, []string{"t/rmw"})
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					props := map[string]any{}
-					var rev int64
-					if d := got["t/rmw"]; d != nil {
-						for k, v := range d.Properties {
-							props[k] = v
-						}
-						rev = d.Rev
-					}
-					props[fmt.Sprintf("k%d", i)] = i
-					err = s.WriteEntities(ctx, []store.EntityWrite{{Rev: rev, Doc: &store.EntityDoc{ID: "t/rmw", Template: "t", Identifier: "rmw", Properties: props, Relations: map[string]any{}}}})
-					if err == nil {
-						return
-					}
-					if !errors.Is(err, store.ErrConflict) {
-						t.Error(err)
-						return
-					}
-				}
-			}(i)
-		}
-		wg.Wait()
-		got, err := s.EntitiesByID(ctx, []string{"t/rmw"})
-		require.NoError(t, err)
-		assert.Len(t, got["t/rmw"].Properties, 8, "%v", got["t/rmw"].Properties)
-		assert.Equal(t, int64(8), got["t/rmw"].Rev)
-	})
+	sole, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
+	require.NoError(t, err)
+	defer sole.Close(ctx)
+	sole.SoleWriter()
+	for name, st := range map[string]*store.Store{"claims": s, "sole writer": sole} {
+		t.Run(name, func(t *testing.T) { revisionGuards(t, st, strings.ReplaceAll(name, " ", "")) })
+	}
 
 	t.Run("audit inserts are idempotent by id", func(t *testing.T) {
 		e := intake.AuditEntry{ID: "a1", Action: "CREATE", ResourceType: "entity", Status: "SUCCESS",
@@ -224,4 +178,63 @@ func rawBody(ctx context.Context, uri, col, id string) (string, error) {
 	}
 	err = c.Database("intake").Collection(col).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
 	return doc.Body, err
+}
+
+// revisionGuards: the entity writes' revision guard, in either mode (p names its entities).
+func revisionGuards(t *testing.T, st *store.Store, p string) {
+	ctx := context.Background()
+	t.Run("a write at a stale revision is a conflict, never a lost update", func(t *testing.T) {
+		doc := func(v string) *store.EntityDoc {
+			return &store.EntityDoc{ID: "t/race" + p, Template: "t", Identifier: "race" + p, Properties: map[string]any{"v": v}, Relations: map[string]any{}}
+		}
+		require.NoError(t, st.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("created")}}))
+		assert.ErrorIs(t, st.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("created twice")}}), store.ErrConflict)
+		// Two writers read revision 1; the first wins, the second must read again.
+		require.NoError(t, st.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("first"), Rev: 1}}))
+		assert.ErrorIs(t, st.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("second"), Rev: 1}}), store.ErrConflict)
+		assert.ErrorIs(t, st.WriteEntities(ctx, []store.EntityWrite{{Delete: "t/race" + p, Rev: 1}}), store.ErrConflict)
+		got, err := st.EntitiesByID(ctx, []string{"t/race" + p})
+		require.NoError(t, err)
+		assert.Equal(t, "first", got["t/race"+p].Properties["v"])
+		assert.Equal(t, int64(2), got["t/race"+p].Rev)
+	})
+
+	t.Run("concurrent read-modify-write loops lose nothing", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for {
+					got, err := st.EntitiesByID(ctx, []string{"t/rmw" + p})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					props := map[string]any{}
+					var rev int64
+					if d := got["t/rmw"+p]; d != nil {
+						for k, v := range d.Properties {
+							props[k] = v
+						}
+						rev = d.Rev
+					}
+					props[fmt.Sprintf("k%d", i)] = i
+					err = st.WriteEntities(ctx, []store.EntityWrite{{Rev: rev, Doc: &store.EntityDoc{ID: "t/rmw" + p, Template: "t", Identifier: "rmw" + p, Properties: props, Relations: map[string]any{}}}})
+					if err == nil {
+						return
+					}
+					if !errors.Is(err, store.ErrConflict) {
+						t.Error(err)
+						return
+					}
+				}
+			}(i)
+		}
+		wg.Wait()
+		got, err := st.EntitiesByID(ctx, []string{"t/rmw" + p})
+		require.NoError(t, err)
+		assert.Len(t, got["t/rmw"+p].Properties, 8, "%v", got["t/rmw"+p].Properties)
+		assert.Equal(t, int64(8), got["t/rmw"+p].Rev)
+	})
 }

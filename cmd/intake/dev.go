@@ -59,6 +59,14 @@ func runDev(ctx context.Context, cfg *settings) error {
 		stack = append(stack, ferret.Stop)
 		mongoURI = ferret.URI()
 	}
+	if cfg.StoreWriters == "auto" {
+		// The embedded store is this folder's; its only entity writer is this process's worker,
+		// unless dev runs without one (--roles none: a cluster for serve workers).
+		cfg.StoreWriters = "many"
+		if ferret != nil && cfg.hasRole("worker") {
+			cfg.StoreWriters = "one"
+		}
+	}
 	if cfg.Kafka == "embedded" {
 		kfk, err := embedded.StartKafka(cfg.KafkaAddr, filepath.Join(cfg.DataDir, "kafka"), 3)
 		if err != nil {

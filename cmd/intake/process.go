@@ -127,6 +127,14 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	if p.store, err = store.Open(ctx, mongoURI, cfg.MongoDatabase, keys...); err != nil {
 		return nil, err
 	}
+	switch cfg.StoreWriters {
+	case "one":
+		p.store.SoleWriter()
+	case "auto": // intake dev: set to "one" when it runs the embedded store and the worker role
+	case "many":
+	default:
+		return nil, fmt.Errorf(`--store-writers takes "one" or "many", not %q`, cfg.StoreWriters)
+	}
 	p.catalog = mappings.NewCatalog(p.store, log)
 	if err := p.catalog.Refresh(ctx); err != nil {
 		return nil, err

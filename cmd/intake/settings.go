@@ -46,6 +46,7 @@ type settings struct {
 	LogLevel          string
 	MaxBody           int64
 	Roles             string
+	StoreWriters      string
 	LoadExamples      bool
 	KafkaBrokers      string
 	KafkaGroup        string
@@ -95,6 +96,11 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
 	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker,listeners", "comma-separated roles (receiver, worker, listeners); dev: \"none\" runs only the embedded servers and the admin API (a cluster for serve processes)")
+	writers := "many"
+	if dev {
+		writers = "auto"
+	}
+	str(&s.StoreWriters, "store-writers", "INTAKE_STORE_WRITERS", writers, `"many": other processes may write entities to this store (on FerretDB each write claims its revision, 3-4 operations more); "one": this process is the only writer; dev "auto": "one" when dev runs the embedded store and the worker role`)
 	str(&s.KafkaBrokers, "kafka-brokers", "INTAKE_KAFKA_BROKERS", "", "comma-separated Kafka brokers; unset: no Kafka listener")
 	str(&s.KafkaGroup, "kafka-group", "INTAKE_KAFKA_GROUP", "intake", "consumer group of kafka integrations that name none")
 	str(&s.KafkaTLSCert, "kafka-tls-cert", "INTAKE_KAFKA_TLS_CERT", "", "PEM client certificate for mTLS to Kafka (with --kafka-tls-key)")
