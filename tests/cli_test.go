@@ -272,7 +272,8 @@ mappings:
 	t.Run("every admin endpoint answers as described", func(t *testing.T) {
 		var list []map[string]any
 		for _, path := range []string{"/api/v1/templates", "/api/v1/integrations", "/api/v1/entities?limit=2",
-			"/api/v1/audit_logs?limit=5", "/api/v1/deliveries?limit=3", "/api/v1/templates/cli_service",
+			"/api/v1/audit_logs?limit=5", "/api/v1/deliveries?limit=3", "/api/v1/deliveries?origin=WEBHOOK&limit=3",
+			"/api/v1/deliveries/counts", "/api/v1/audit_logs?delivery_id=" + url.QueryEscape(failedID), "/api/v1/templates/cli_service",
 			"/api/v1/integrations/github_repos", "/api/v1/entities/cli_service/checkout"} {
 			code, _ := api.request("GET", path, nil, true, nil)
 			assert.Equal(t, 200, code, path)

@@ -155,10 +155,14 @@ func TestKafkaListener(t *testing.T) {
 		return len(items)
 	}
 
-	// Temporal unreachable: the listener fetches, cannot start, commits nothing.
-	produce(0, 50, "create")
+	// Temporal lost after the listener joined: it fetches, cannot start, commits nothing.
 	kafkaArgs := []string{"--kafka-brokers", brokers}
-	dead := startListener(t, s, fmt.Sprintf("127.0.0.1:%d", freePort(t)), nil, kafkaArgs...)
+	link := startProxy(t, s.addr("temporal"), true)
+	dead := startListener(t, s, link.addr(), nil, kafkaArgs...)
+	require.Eventually(t, func() bool { return strings.Contains(dead.logs.String(), "kafka consumer starting") },
+		time.Minute, 100*time.Millisecond)
+	link.set(false)
+	produce(0, 50, "create")
 	require.Eventually(t, func() bool { return strings.Contains(dead.logs.String(), "workflow start failed; retrying") },
 		time.Minute, 100*time.Millisecond)
 	dead.kill()

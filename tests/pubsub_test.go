@@ -101,9 +101,14 @@ func TestPubSubListener(t *testing.T) {
 		return len(items)
 	}
 
-	// Temporal unreachable: every start fails, every message is nacked and comes back.
+	// Temporal lost after the listener started: every start fails, every message is nacked and
+	// comes back.
+	link := startProxy(t, s.addr("temporal"), true)
+	dead := startListener(t, s, link.addr(), env, args...)
+	require.Eventually(t, func() bool { return strings.Contains(dead.logs.String(), "pubsub subscriber starting") },
+		time.Minute, 100*time.Millisecond)
+	link.set(false)
 	publish(0, 50)
-	dead := startListener(t, s, fmt.Sprintf("127.0.0.1:%d", freePort(t)), env, args...)
 	require.Eventually(t, func() bool { return strings.Contains(dead.logs.String(), "message nacked for redelivery") },
 		time.Minute, 100*time.Millisecond)
 	// A clean stop (the emulator keeps messages leased to a stream killed with -9 for a long time;
