@@ -68,7 +68,21 @@ func WorkflowID(integration, key string) string { return "ingest." + integration
 // d.Key (URL-safe) and d.ID first.
 func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error) {
 	Settle(d)
-	wid := WorkflowID(d.Integration, d.Key)
+	started, err := s.startOnce(ctx, WorkflowID(d.Integration, d.Key), d.Integration, d.Origin, workflows.IngestWorkflow, *d)
+	started.DeliveryID = d.ID
+	return started, err
+}
+
+// StartBatch starts the batch workflow of records (settled, in offset order) under key
+// ({topic}.{partition}.{first_offset}-{last_offset}); a batch started before is a duplicate.
+func (s *Starter) StartBatch(ctx context.Context, integration, origin, key string, records []intake.Delivery) (Started, error) {
+	return s.startOnce(ctx, workflows.BatchWorkflowID(integration, DeliveryKey(key)), integration, origin,
+		workflows.IngestBatchWorkflow, activities.BatchInput{Integration: integration, Records: records})
+}
+
+// startOnce starts a workflow whose ID names what it processes: an ID that is running or
+// succeeded is a duplicate (Duplicate, with the existing run); a failed one may run again.
+func (s *Starter) startOnce(ctx context.Context, wid, integration, origin string, wf, input any) (Started, error) {
 	opts := client.StartWorkflowOptions{
 		ID:                    wid,
 		TaskQueue:             s.TaskQueue,
@@ -82,37 +96,11 @@ func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error
 		// first workflow task comes back with the start and skips matching; otherwise ignored.
 		EnableEagerStart: true,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
-			workflows.AttrIntegration.ValueSet(d.Integration),
-			workflows.AttrOrigin.ValueSet(d.Origin),
-		),
-	}
-	run, err := s.Client.ExecuteWorkflow(ctx, opts, workflows.IngestWorkflow, *d)
-	var already *serviceerror.WorkflowExecutionAlreadyStarted
-	switch {
-	case errors.As(err, &already):
-		return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: already.RunId, Duplicate: true}, nil
-	case err != nil:
-		return Started{}, fmt.Errorf("%w: start %s: %v", ErrUnavailable, wid, err)
-	}
-	return Started{DeliveryID: d.ID, WorkflowID: wid, RunID: run.GetRunID()}, nil
-}
-
-// StartBatch starts the batch workflow of records (settled, in offset order) under key
-// ({topic}.{partition}.{first_offset}-{last_offset}); a batch started before is a duplicate.
-func (s *Starter) StartBatch(ctx context.Context, integration, origin, key string, records []intake.Delivery) (Started, error) {
-	wid := workflows.BatchWorkflowID(integration, DeliveryKey(key))
-	run, err := s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       wid,
-		TaskQueue:                                s.TaskQueue,
-		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-		EnableEagerStart:                         true,
-		TypedSearchAttributes: temporal.NewSearchAttributes(
 			workflows.AttrIntegration.ValueSet(integration),
 			workflows.AttrOrigin.ValueSet(origin),
 		),
-	}, workflows.IngestBatchWorkflow, activities.BatchInput{Integration: integration, Records: records})
+	}
+	run, err := s.Client.ExecuteWorkflow(ctx, opts, wf, input)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
 	case errors.As(err, &already):

@@ -150,17 +150,26 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 		if err != nil {
 			return err
 		}
-		res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+		err = s.bulkWriteEntities(ctx, models)
 		release()
-		if mongo.IsDuplicateKeyError(err) {
-			return ErrConflict
-		}
 		if err != nil {
-			return fmt.Errorf("write %d entities: %w", len(models), err)
+			return err
 		}
-		if int(res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
-			return ErrConflict
-		}
+	}
+	return nil
+}
+
+// bulkWriteEntities runs guarded writes in order: ErrConflict when one did not apply.
+func (s *Store) bulkWriteEntities(ctx context.Context, models []mongo.WriteModel) error {
+	res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+	if mongo.IsDuplicateKeyError(err) {
+		return ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("write %d entities: %w", len(models), err)
+	}
+	if int(res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
+		return ErrConflict
 	}
 	return nil
 }

@@ -125,15 +125,8 @@ func (s *Store) writeClaimed(ctx context.Context, chunk []EntityWrite, chain map
 			return fmt.Errorf("write %d tombstones: %w", len(tombs), err)
 		}
 	}
-	res, err := s.db.Collection(colEntities).BulkWrite(wctx, models, options.BulkWrite().SetOrdered(true))
-	if mongo.IsDuplicateKeyError(err) {
-		return ErrConflict
-	}
-	if err != nil {
-		return fmt.Errorf("write %d entities: %w", len(models), err)
-	}
-	if int(res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
-		return ErrConflict
+	if err := s.bulkWriteEntities(wctx, models); err != nil {
+		return err
 	}
 	held = append(held, passed...) // the revisions passed over are behind us now
 	return nil
