@@ -17,6 +17,7 @@ import (
 
 	"intake"
 	"intake/metrics"
+	"intake/store"
 )
 
 // Source is one transport of the accept path (webhook, Kafka, Pub/Sub): it turns what it receives
@@ -31,7 +32,7 @@ type Source interface {
 // Recorder is what the accept path writes besides the workflow (the store).
 type Recorder interface {
 	InsertAudit(ctx context.Context, entries []intake.AuditEntry) error
-	RecordAccepted(ctx context.Context, d intake.Delivery, workflowID, runID string) error
+	RecordAcceptedMany(ctx context.Context, as []store.Accepted) error
 	RecordRejected(ctx context.Context, d intake.Delivery, f intake.Failure) error
 }
 
@@ -43,9 +44,67 @@ type Acceptor struct {
 	// MaxBody bounds a delivery's body (always under Temporal's 2 MB payload limit).
 	MaxBody int64
 	// RecordAtOnce records the delivery as accepted when its workflow starts (the webhook
-	// receiver: an operator sees it at once); streams leave it to the workflow's end, one store
-	// write fewer per record.
+	// receiver: an operator sees it within RecordEvery); streams leave it to the workflow's end,
+	// one store write fewer per record. Records are written in bulk (StartRecording), off the
+	// accept path: the sender's 202 never waits for the store.
 	RecordAtOnce bool
+
+	accepted chan store.Accepted
+}
+
+// RecordEvery is how long an accepted delivery waits at most before its record is written.
+const RecordEvery = 100 * time.Millisecond
+
+// StartRecording writes the records of accepted deliveries (RecordAtOnce) in bulk until ctx
+// ends, then writes what is left and closes the channel it returns. Call it once, before the
+// first Accept. A record that cannot be written (the store down) is left to the workflow,
+// which records the delivery when it ends; so is one past a full queue.
+func (a *Acceptor) StartRecording(ctx context.Context) <-chan struct{} {
+	a.accepted = make(chan store.Accepted, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.record(ctx)
+	}()
+	return done
+}
+
+func (a *Acceptor) record(ctx context.Context) {
+	tick := time.NewTicker(RecordEvery)
+	defer tick.Stop()
+	var batch []store.Accepted
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		// Bounded: with the store down, records wait no longer than this.
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := a.Store.RecordAcceptedMany(wctx, batch); err != nil {
+			a.Log.Warn("recording accepted deliveries failed; their workflows will", "deliveries", len(batch), "err", err)
+		}
+		cancel()
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case r := <-a.accepted:
+			if batch = append(batch, r); len(batch) >= store.BulkChunk {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		case <-ctx.Done():
+			for {
+				select {
+				case r := <-a.accepted:
+					batch = append(batch, r)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
 }
 
 // ErrInvalidDelivery types deliveries that can never start (not JSON, too big, a tombstone).
@@ -80,14 +139,12 @@ func (a *Acceptor) Accept(ctx context.Context, d *intake.Delivery) (Accepted, er
 		metrics.StartFailures.WithLabelValues(d.Integration).Inc()
 		return Accepted{}, err
 	}
-	if a.RecordAtOnce && !started.Duplicate {
-		// The workflow records the delivery too when it ends; this makes it visible at once.
-		// Bounded: with the store down the sender still gets its 202 at once.
-		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		err := a.Store.RecordAccepted(rctx, *d, started.WorkflowID, started.RunID)
-		cancel()
-		if err != nil {
-			a.Log.Warn("recording the accepted delivery failed; its workflow will", "delivery_id", d.ID, "err", err)
+	if a.RecordAtOnce && !started.Duplicate && a.accepted != nil {
+		// The workflow records the delivery too when it ends; this makes it visible before.
+		select {
+		case a.accepted <- store.Accepted{Delivery: *d, WorkflowID: started.WorkflowID, RunID: started.RunID}:
+		default:
+			a.Log.Warn("accepted-record queue full; the workflow will record the delivery", "delivery_id", d.ID)
 		}
 	}
 	metrics.Accepted.WithLabelValues(d.Integration, d.Origin, strconv.FormatBool(started.Duplicate)).Inc()

@@ -26,17 +26,7 @@ func (s *Store) InsertAudit(ctx context.Context, entries []intake.AuditEntry) er
 			chunk[i].Trigger.At = chunk[i].Trigger.At.UTC().Truncate(time.Millisecond)
 			docs[i] = chunk[i]
 		}
-		_, err := s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-		var bwe mongo.BulkWriteException
-		if err != nil && errors.As(err, &bwe) && bwe.WriteConcernError == nil {
-			err = nil
-			for _, we := range bwe.WriteErrors {
-				if !mongo.IsDuplicateKeyError(we) {
-					err = bwe
-				}
-			}
-		}
-		if err != nil {
+		if err := ignoreDuplicates(s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))); err != nil {
 			return fmt.Errorf("write %d audit entries: %w", len(docs), err)
 		}
 	}

@@ -103,6 +103,45 @@ func (s *Store) RecordAccepted(ctx context.Context, d intake.Delivery, workflowI
 	return nil
 }
 
+// Accepted is a delivery whose workflow started, for RecordAcceptedMany.
+type Accepted struct {
+	Delivery          intake.Delivery
+	WorkflowID, RunID string
+}
+
+// RecordAcceptedMany inserts the records of accepted deliveries in bulk. A record that exists
+// already (its workflow finished first and recorded the outcome) is kept as it is.
+func (s *Store) RecordAcceptedMany(ctx context.Context, as []Accepted) error {
+	now := time.Now().UTC()
+	for start := 0; start < len(as); start += BulkChunk {
+		chunk := as[start:min(start+BulkChunk, len(as))]
+		docs := make([]any, len(chunk))
+		for i, a := range chunk {
+			doc := append(bson.D{{Key: "_id", Value: a.Delivery.ID}}, insertFields(a.Delivery)...)
+			docs[i] = append(doc, bson.E{Key: "status", Value: intake.StatusAccepted}, bson.E{Key: "workflow_id", Value: a.WorkflowID},
+				bson.E{Key: "run_id", Value: a.RunID}, bson.E{Key: "updated_at", Value: now})
+		}
+		if err := ignoreDuplicates(s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))); err != nil {
+			return fmt.Errorf("record %d accepted deliveries: %w", len(docs), err)
+		}
+	}
+	return nil
+}
+
+// ignoreDuplicates is the error of an unordered insert, but for documents that existed.
+func ignoreDuplicates(_ any, err error) error {
+	var bwe mongo.BulkWriteException
+	if err == nil || !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
+		return err
+	}
+	for _, we := range bwe.WriteErrors {
+		if !mongo.IsDuplicateKeyError(we) {
+			return err
+		}
+	}
+	return nil
+}
+
 // RecordRejected records a delivery that can never be processed (not JSON, too big, refused by
 // Temporal) as failed with its reason; it has no workflow. Idempotent.
 func (s *Store) RecordRejected(ctx context.Context, d intake.Delivery, f intake.Failure) error {

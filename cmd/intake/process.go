@@ -54,6 +54,8 @@ type process struct {
 	bg         context.Context
 	cancel     context.CancelFunc
 	listeners  sync.WaitGroup
+	// recorded closes once the receiver's queued accepted-delivery records are written.
+	recorded <-chan struct{}
 }
 
 // connect waits for Temporal (with backoff: a process may start before the cluster), checks
@@ -164,6 +166,7 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	if cfg.hasRole("receiver") {
 		webhookAccept := *accept
 		webhookAccept.RecordAtOnce = true
+		p.recorded = webhookAccept.StartRecording(bg)
 		receiver = &webhook.Receiver{
 			Catalog: p.catalog, Accept: &webhookAccept,
 			Store: p.store, Log: log, MaxBody: cfg.MaxBody, Observe: metrics.Webhook{},
@@ -287,6 +290,9 @@ func (p *process) stop(ctx context.Context) {
 		p.cancel() // stops the config watch and the listeners, which commit what they started
 	}
 	p.listeners.Wait()
+	if p.recorded != nil {
+		<-p.recorded // the accepted deliveries' records still queued are written
+	}
 	if p.worker != nil {
 		p.worker.Stop()
 	}
