@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sort"
-	"strconv"
 	"testing"
 	"time"
 
@@ -24,13 +22,7 @@ import (
 // (50 newest), the same filtered by integration and status, and the next page by cursor; next to
 // it the admin API's answer alone. Run with `make bench BENCH=Console`.
 func BenchmarkConsoleDeliveries(b *testing.B) {
-	total, loads := 10_000, 20
-	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_CONSOLE_DELIVERIES")); err == nil && v > 0 {
-		total = v
-	}
-	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_CONSOLE_N")); err == nil && v > 0 {
-		loads = v
-	}
+	total, loads := envInt("INTAKE_BENCH_CONSOLE_DELIVERIES", 10_000), envInt("INTAKE_BENCH_CONSOLE_N", 20)
 	s := startDev(b)
 	ctx := context.Background()
 	st, err := store.Open(ctx, "mongodb://"+s.addr("mongodb")+"/", "intake", nil)

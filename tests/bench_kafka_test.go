@@ -13,7 +13,6 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // BenchmarkKafkaEndToEnd measures, on one fresh `intake dev` with an in-process broker, how fast
@@ -24,16 +23,10 @@ import (
 // whole backlog waiting, until the last record's delivery finished (intake_deliveries_total).
 func BenchmarkKafkaEndToEnd(b *testing.B) {
 	single, batched := envInt("INTAKE_BENCH_KAFKA_SINGLE_N", 2000), envInt("INTAKE_BENCH_KAFKA_BATCH_N", 20000)
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(b, err)
-	defer broker.Close()
+	broker := startBroker(b, 3)
 	s := startDev(b)
 	createTeams(b, s, "sg-k")
-	putIntegration(b, s, `{"identifier":"users_batch","source":{"kind":"kafka","topics":["users.batch"],"group":"batch",
-	  "batch":{"max_records":500,"max_wait":"200ms"}},
-	  "mappings":[{"template":"users","entity":{"identifier":".user_id","title":"(.firstname + \" \" + .lastname)",
-	    "properties":{"firstname":".firstname","lastname":".lastname"},"relations":{"team":".support_groups[]?.id"}}}]}`)
+	putBatchedUsers(b, s, "users.batch", 500, "200ms")
 	produce := func(topic string, from, n int) {
 		w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: topic, Balancer: &kafkago.RoundRobin{},
 			AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +12,6 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -31,10 +28,7 @@ import (
 // evaluation of the same mapping and raw store upserts by _id on the same embedded server.
 // N comes from INTAKE_BENCH_N (default 200). Run with `make bench`.
 func BenchmarkWebhookPath(b *testing.B) {
-	n := 200
-	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_N")); err == nil && v > 0 {
-		n = v
-	}
+	n := envInt("INTAKE_BENCH_N", 200)
 	s := startDev(b)
 	sec := exampleSecurity(b, "github_repos")
 	body := func(i int) []byte {
@@ -184,10 +178,7 @@ func storeCeiling(b *testing.B, s *stack) float64 {
 // BenchmarkBulkReplay fails N deliveries on a missing relation (N from INTAKE_BENCH_REPLAY_N,
 // default 1000), creates the related entity, then times one bulk replay of them all.
 func BenchmarkBulkReplay(b *testing.B) {
-	n := 1000
-	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_REPLAY_N")); err == nil && v > 0 {
-		n = v
-	}
+	n := envInt("INTAKE_BENCH_REPLAY_N", 1000)
 	s := startDev(b)
 	putIntegration(b, s, `{"identifier":"people","security":{"scheme":"none","allow_unsigned":true},
 	  "mappings":[{"template":"users","entity":{"identifier":".id","properties":{"firstname":".firstname"},"relations":{"team":".team"}}}]}`)
@@ -233,14 +224,8 @@ func BenchmarkBulkReplay(b *testing.B) {
 // Temporal and measures how fast it turns them into started workflows (offsets committed), and
 // how long until every workflow finished.
 func BenchmarkKafkaStart(b *testing.B) {
-	n := 2000
-	if v, err := strconv.Atoi(os.Getenv("INTAKE_BENCH_KAFKA_N")); err == nil && v > 0 {
-		n = v
-	}
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(b, err)
-	defer broker.Close()
+	n := envInt("INTAKE_BENCH_KAFKA_N", 2000)
+	broker := startBroker(b, 3)
 	s := startDev(b)
 	createTeams(b, s, "sg-k")
 	w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: usersTopic, Balancer: &kafkago.RoundRobin{},

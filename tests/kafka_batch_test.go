@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -10,7 +11,6 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"intake"
 	"intake/activities"
@@ -20,18 +20,12 @@ import (
 // exactly once across kill -9 of the listener, a failing record fails alone and replays alone,
 // and a poison record is a failed delivery of its own.
 func TestKafkaBatchMode(t *testing.T) {
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	defer broker.Close()
+	broker := startBroker(t, 3)
 	brokers := strings.Join(broker.ListenAddrs(), ",")
 	s := startDev(t)
 	createTeams(t, s, "sg-k")
 	const topic = "users.batch"
-	putIntegration(t, s, `{"identifier":"users_batch","title":"Users, batched",
-	  "source":{"kind":"kafka","topics":["`+topic+`"],"group":"batch","batch":{"max_records":100,"max_wait":"100ms"}},
-	  "mappings":[{"template":"users","entity":{"identifier":".user_id","title":"(.firstname + \" \" + .lastname)",
-	    "properties":{"firstname":".firstname","lastname":".lastname"},"relations":{"team":".support_groups[]?.id"}}}]}`)
+	putBatchedUsers(t, s, topic, 100, "100ms")
 
 	w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: topic, Balancer: &kafkago.RoundRobin{},
 		AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond}
@@ -156,6 +150,16 @@ func countAll(s *stack, path string) int {
 			return n
 		}
 	}
+}
+
+// putBatchedUsers stores users_batch: the seed's users_kafka mapping, reading topic in batches,
+// in consumer group "batch".
+func putBatchedUsers(t testing.TB, s *stack, topic string, maxRecords int, maxWait string) {
+	putIntegration(t, s, fmt.Sprintf(`{"identifier":"users_batch","title":"Users, batched",
+	  "source":{"kind":"kafka","topics":[%q],"group":"batch","batch":{"max_records":%d,"max_wait":%q}},
+	  "mappings":[{"template":"users","entity":{"identifier":".user_id","title":"(.firstname + \" \" + .lastname)",
+	    "properties":{"firstname":".firstname","lastname":".lastname"},"relations":{"team":".support_groups[]?.id"}}}]}`,
+		topic, maxRecords, maxWait))
 }
 
 // batchResult is a finished batch workflow's result.

@@ -9,16 +9,12 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // A topic deleted and created again: its new records reuse offsets the old ones had, and are
 // still all ingested (the record's timestamp is part of the delivery key).
 func TestKafkaRecreatedTopic(t *testing.T) {
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	defer broker.Close()
+	broker := startBroker(t, 1)
 	s := startDev(t)
 	createTeams(t, s, "sg-k")
 	const topic = "recreated.users"

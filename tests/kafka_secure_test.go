@@ -25,12 +25,9 @@ func TestKafkaListenerTLSAndSASL(t *testing.T) {
 	pki := newPKI(t)
 	pair, err := tls.LoadX509KeyPair(pki.ServerCert, pki.ServerKey)
 	require.NoError(t, err)
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(2),
-		kfake.GroupMinSessionTimeout(time.Second), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{pair}}),
+	broker := startBroker(t, 2, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{pair}}),
 		kfake.EnableSASL(), kfake.Superuser("PLAIN", "plain-user", "plain-pw"),
 		kfake.Superuser("SCRAM-SHA-256", "scram256-user", "scram256-pw"), kfake.Superuser("SCRAM-SHA-512", "scram512-user", "scram512-pw"))
-	require.NoError(t, err)
-	defer broker.Close()
 	s := startDev(t)
 	createTeams(t, s, "sg-k")
 

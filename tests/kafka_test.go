@@ -93,6 +93,17 @@ func (l *listener) kill() {
 	_ = l.cmd.Wait()
 }
 
+// startBroker runs an in-process Kafka-protocol broker for the test: topics created on first use
+// with the given partitions, quick group joins; closed when the test ends.
+func startBroker(t testing.TB, partitions int, opts ...kfake.Opt) *kfake.Cluster {
+	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions),
+		kfake.GroupMinSessionTimeout(time.Second)}, opts...)
+	broker, err := kfake.NewCluster(opts...)
+	require.NoError(t, err)
+	t.Cleanup(broker.Close)
+	return broker
+}
+
 // usersTopic is the topic of the seed's users_kafka integration.
 const usersTopic = "identity_provider_users"
 
@@ -120,10 +131,7 @@ func createTeams(t testing.TB, s *stack, ids ...string) {
 }
 
 func TestKafkaListener(t *testing.T) {
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	defer broker.Close()
+	broker := startBroker(t, 3)
 	brokers := strings.Join(broker.ListenAddrs(), ",")
 	s := startDev(t)
 	// The seed's users_kafka is consumed as loaded from examples/, verbatim: no source, the

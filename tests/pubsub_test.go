@@ -58,6 +58,18 @@ func startPubSubEmulator(t *testing.T) string {
 	return addr
 }
 
+// createFeed creates a topic and a subscription to it in the emulator; it answers the topic's path.
+func createFeed(t *testing.T, c *ps.Client, project, topic, subscription string) string {
+	ctx := context.Background()
+	path := "projects/" + project + "/topics/" + topic
+	_, err := c.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: path})
+	require.NoError(t, err)
+	_, err = c.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+		Name: "projects/" + project + "/subscriptions/" + subscription, Topic: path, AckDeadlineSeconds: 10})
+	require.NoError(t, err)
+	return path
+}
+
 func assetMessage(i int) *ps.Message {
 	return &ps.Message{
 		Data:       []byte(fmt.Sprintf(`{"asset":{"name":"//compute.googleapis.com/projects/p1/zones/z/instances/vm-%03d","assetType":"compute.googleapis.com/Instance","resource":{"location":"z","data":{"name":"vm-%03d","status":"RUNNING"}},"updateTime":"2026-11-20T09:00:00Z"},"priorAssetState":"PRESENT"}`, i, i)),
@@ -73,12 +85,7 @@ func TestPubSubListener(t *testing.T) {
 	c, err := ps.NewClient(ctx, project)
 	require.NoError(t, err)
 	defer c.Close()
-	topic := "projects/" + project + "/topics/assets"
-	_, err = c.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topic})
-	require.NoError(t, err)
-	_, err = c.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name: "projects/" + project + "/subscriptions/asset-feed", Topic: topic, AckDeadlineSeconds: 10})
-	require.NoError(t, err)
+	topic := createFeed(t, c, project, "assets", "asset-feed")
 	pub := c.Publisher(topic)
 	defer pub.Stop()
 	publish := func(from, to int) {
@@ -141,12 +148,7 @@ func TestPubSubListener(t *testing.T) {
 	assert.True(t, strings.HasPrefix(rec[0].WorkflowID, "ingest.gcp_assets.asset-feed."))
 
 	// Batch mode: a copy of the integration on a subscription of its own, in batches of 25.
-	batchTopic := "projects/" + project + "/topics/assets-batch"
-	_, err = c.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: batchTopic})
-	require.NoError(t, err)
-	_, err = c.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name: "projects/" + project + "/subscriptions/asset-batch", Topic: batchTopic, AckDeadlineSeconds: 10})
-	require.NoError(t, err)
+	batchTopic := createFeed(t, c, project, "assets-batch", "asset-batch")
 	var in intake.Integration
 	code, _ := s.request("GET", "/api/v1/integrations/gcp_assets", nil, true, &in)
 	require.Equal(t, 200, code)

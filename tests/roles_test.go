@@ -15,7 +15,6 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"go.temporal.io/sdk/client"
 
 	"intake"
@@ -42,10 +41,7 @@ func metricSum(t testing.TB, base, name, label string) int {
 // Temporal frontend and store, no receiver, worker or listener of its own); against it two
 // receivers, two workers and one listener, each its own `intake serve` process.
 func TestRolesApart(t *testing.T) {
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3),
-		kfake.GroupMinSessionTimeout(time.Second))
-	require.NoError(t, err)
-	defer broker.Close()
+	broker := startBroker(t, 3)
 	s := startDevWith(t, []string{"--roles", "none"}, client.Options{})
 	putIntegration(t, s, teamsHook)
 	code, _ := s.post("teams_hook", []byte(`{"id":"x"}`), nil)
@@ -68,7 +64,7 @@ func TestRolesApart(t *testing.T) {
 	for _, p := range append(wrk, lst) {
 		p.waitReady(time.Minute)
 	}
-	_, err = s.waitWorkflow(out["workflow_id"].(string))
+	_, err := s.waitWorkflow(out["workflow_id"].(string))
 	require.NoError(t, err, "a worker process takes the waiting delivery")
 
 	count := func(path string) int {
