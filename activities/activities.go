@@ -1,6 +1,7 @@
 // Package activities holds the steps of the IngestWorkflow, one file per step. Pure steps
 // (Verify, Map, Validate) run as local activities; steps that touch the network (Hydrate,
-// Upsert, Audit) are regular activities with retry policies.
+// Commit, which upserts and audits, Audit alone, ProcessBatch) are regular activities with retry
+// policies.
 package activities
 
 import (

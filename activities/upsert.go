@@ -21,15 +21,11 @@ type UpsertInput struct {
 	Changes []intake.EntityChange `json:"changes"`
 }
 
-// Upsert writes the delivery's entities in bulk, addressed by _id. It checks relations (creating
-// placeholders when the mapping asks), skips stale updates, and judges "required" on the entity
-// as it will be stored. Store errors are returned for Temporal to retry; everything else is a
-// per-entity outcome. A retried attempt reports what its first attempt did (LastRun).
-func (a *Activities) Upsert(ctx context.Context, in UpsertInput) ([]intake.EntityChange, error) {
-	countRetry(ctx)
-	return a.upsert(ctx, in)
-}
-
+// upsert writes the delivery's entities in bulk, addressed by _id (the first half of Commit).
+// It checks relations (creating placeholders when the mapping asks), skips stale updates, and
+// judges "required" on the entity as it will be stored. Store errors are returned for Temporal
+// to retry; everything else is a per-entity outcome. A retried attempt reports what its first
+// attempt did (LastRun).
 func (a *Activities) upsert(ctx context.Context, in UpsertInput) ([]intake.EntityChange, error) {
 	const attempts = 10
 	for attempt := 1; ; attempt++ {
