@@ -287,27 +287,23 @@ func (l *Listener) consume(ctx context.Context, c *consumer) {
 		}
 	fill:
 		for len(batch) < limit {
+			var m kafkago.Message
+			ok := false
 			if deadline == nil {
 				select {
-				case m, ok := <-msgs:
-					if !ok {
-						break fill
-					}
-					batch = append(batch, m)
+				case m, ok = <-msgs:
 				default:
-					break fill
 				}
-				continue
+			} else {
+				select {
+				case m, ok = <-msgs:
+				case <-deadline:
+				}
 			}
-			select {
-			case m, ok := <-msgs:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, m)
-			case <-deadline:
+			if !ok {
 				break fill
 			}
+			batch = append(batch, m)
 		}
 		if !l.startAll(ctx, c.group, batch) {
 			return // stopping: the batch is not committed and will be consumed again
