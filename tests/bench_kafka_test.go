@@ -24,7 +24,7 @@ import (
 func BenchmarkKafkaEndToEnd(b *testing.B) {
 	single, batched := envInt("INTAKE_BENCH_KAFKA_SINGLE_N", 2000), envInt("INTAKE_BENCH_KAFKA_BATCH_N", 20000)
 	broker := startBroker(b, 3)
-	s := startDev(b)
+	s := startDev(b, profiled()...)
 	createTeams(b, s, "sg-k")
 	putBatchedUsers(b, s, "users.batch", 500, "200ms")
 	produce := func(topic string, from, n int) {
@@ -84,4 +84,13 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
+}
+
+// profiled passes INTAKE_BENCH_PPROF (an address) to a benchmark's intake dev as its profiler
+// address, to see where a run's time goes (go tool pprof http://ADDR/debug/pprof/profile).
+func profiled() []string {
+	if addr := os.Getenv("INTAKE_BENCH_PPROF"); addr != "" {
+		return []string{"INTAKE_PPROF_ADDR=" + addr}
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,11 @@ func (p *process) connect(ctx context.Context) error {
 // reports ready once its caller marks it configured (dev: after loading the examples).
 func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI, temporalAddr, adminToken string) (*process, error) {
 	p := &process{cfg: cfg, log: log}
+	if cfg.PprofAddr != "" {
+		if err := servePprof(cfg.PprofAddr, log); err != nil {
+			return nil, err
+		}
+	}
 	allow, err := activities.ParseAllow(cfg.HydrationAllow)
 	if err != nil {
 		return nil, fmt.Errorf("INTAKE_HYDRATION_ALLOW: %w", err)
@@ -336,5 +342,23 @@ func runServe(ctx context.Context, cfg *settings) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
 	p.stop(sctx)
+	return nil
+}
+
+// servePprof serves Go's profiler on its own listener, apart from the API: profiles show
+// payloads in stack arguments and cost CPU, so they are opt-in and meant for loopback.
+func servePprof(addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s (pprof): %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("profiler listening", "addr", ln.Addr().String())
+	go func() { _ = http.Serve(ln, mux) }()
 	return nil
 }

@@ -44,6 +44,7 @@ type settings struct {
 	SecretKeys        string
 	SecretKey         string
 	LogLevel          string
+	PprofAddr         string
 	MaxBody           int64
 	Roles             string
 	StoreWriters      string
@@ -95,6 +96,7 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	s.bindStore(fs)
 	str(&s.AdminToken, "admin-token", "INTAKE_ADMIN_TOKEN", "", "admin API bearer token (dev: generated and kept when unset)")
 	str(&s.LogLevel, "log-level", "INTAKE_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&s.PprofAddr, "pprof-addr", "INTAKE_PPROF_ADDR", "", "serve Go's profiler (/debug/pprof/) on this address; off when empty (keep it on loopback)")
 	str(&s.Roles, "roles", "INTAKE_ROLES", "receiver,worker,listeners", "comma-separated roles (receiver, worker, listeners); dev: \"none\" runs only the embedded servers and the admin API (a cluster for serve processes)")
 	writers := "many"
 	if dev {
