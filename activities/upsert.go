@@ -49,11 +49,7 @@ func (a *Activities) upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 
 // upsertOnce plans and writes once; store.ErrConflict means "read again".
 func (a *Activities) upsertOnce(ctx context.Context, ref Ref, changes []intake.EntityChange) error {
-	writes, err := a.Plan(ctx, ref, changes)
-	if err != nil {
-		return err
-	}
-	return a.Store.WriteEntities(ctx, writes)
+	return a.Store.PlanAndWrite(ctx, func() ([]store.EntityWrite, error) { return a.Plan(ctx, ref, changes) })
 }
 
 // Plan reads the entities the changes touch, sets each change's outcome (or failure) and returns

@@ -105,16 +105,44 @@ var ErrConflict = errors.New("entity changed concurrently")
 
 // WriteEntities applies writes in ordered bulk chunks, each addressed by _id and guarded by the
 // revision it read. A chunk that does not apply in full returns ErrConflict (the writes before
-// the conflicting one have been applied). On MongoDB the guard is part of each write's filter,
-// which MongoDB applies atomically per document. On FerretDB, which matches a filter and then
-// writes in two steps, each write first claims its revision with an insert (see guard.go), or,
-// when this process is the store's sole writer (SoleWriter), the revisions are checked by _id
-// under the process's write lock, which is then enough.
+// the conflicting one have been applied). A new entity (Rev 0) is inserted, so a second creator
+// gets a duplicate key (ErrConflict) on any server. On MongoDB the guard of an existing one is
+// part of each write's filter, which MongoDB applies atomically per document. On FerretDB,
+// which matches a filter and then writes in two steps, each write first claims its revision
+// with an insert (see guard.go), or, when this process is the store's sole writer
+// (SoleWriter), the revisions are checked by _id under the process's write lock, which is then
+// enough.
 func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 	// In-process writes go one at a time: it spares them conflicts with each other. Correctness
 	// across processes comes from the filter (MongoDB) or the revision claims (FerretDB).
 	s.entityWrites.Lock()
 	defer s.entityWrites.Unlock()
+	return s.writeLocked(ctx, writes, s.idOnly && s.soleWriter)
+}
+
+// PlanAndWrite writes what plan returns, as WriteEntities would. When this process is the sole
+// writer of a FerretDB store, plan runs under the write lock: nothing can change what it read
+// before its writes apply, so they need no revision check, which saves a lookup per entity.
+func (s *Store) PlanAndWrite(ctx context.Context, plan func() ([]EntityWrite, error)) error {
+	if !s.idOnly || !s.soleWriter {
+		writes, err := plan()
+		if err != nil {
+			return err
+		}
+		return s.WriteEntities(ctx, writes)
+	}
+	s.entityWrites.Lock()
+	defer s.entityWrites.Unlock()
+	writes, err := plan()
+	if err != nil {
+		return err
+	}
+	return s.writeLocked(ctx, writes, false)
+}
+
+// writeLocked is WriteEntities under the write lock; check re-reads the revisions (sole writer
+// on FerretDB, when the writer read them before taking the lock).
+func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check bool) error {
 	chain := map[string]*revState{} // FerretDB: what this call's earlier writes left of each entity
 	for start := 0; start < len(writes); start += BulkChunk {
 		chunk := writes[start:min(start+BulkChunk, len(writes))]
@@ -124,7 +152,7 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 			}
 			continue
 		}
-		if s.idOnly {
+		if check {
 			if err := s.checkRevisions(ctx, chunk); err != nil {
 				return err
 			}
@@ -132,19 +160,21 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 		models := make([]mongo.WriteModel, 0, len(chunk))
 		for _, w := range chunk {
 			filter := bson.D{{Key: "_id", Value: w.id()}, {Key: "rev", Value: w.Rev}}
-			switch {
-			case s.idOnly: // sole writer: checked above, under the lock
+			if s.idOnly { // sole writer: checked under the lock
 				filter = bson.D{{Key: "_id", Value: w.id()}}
-			case w.Rev == 0:
-				filter = bson.D{{Key: "_id", Value: w.id()}, {Key: "rev", Value: bson.D{{Key: "$exists", Value: false}}}}
 			}
-			if w.Doc == nil {
+			switch {
+			case w.Doc == nil:
 				models = append(models, mongo.NewDeleteOneModel().SetFilter(filter))
-				continue
+			case w.Rev == 0:
+				// Inserting is what makes "absent" the guard, and on FerretDB it costs a
+				// fraction of an upsert.
+				w.Doc.Rev = 1
+				models = append(models, mongo.NewInsertOneModel().SetDocument(w.Doc.stored()))
+			default:
+				w.Doc.Rev = w.Rev + 1
+				models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc.stored()))
 			}
-			w.Doc.Rev = w.Rev + 1
-			// A new entity is inserted; an existing one is replaced only at the revision read.
-			models = append(models, mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(w.Doc.stored()).SetUpsert(w.Rev == 0 || s.idOnly))
 		}
 		release, err := s.updating(ctx, len(models))
 		if err != nil {
@@ -168,7 +198,7 @@ func (s *Store) bulkWriteEntities(ctx context.Context, models []mongo.WriteModel
 	if err != nil {
 		return fmt.Errorf("write %d entities: %w", len(models), err)
 	}
-	if int(res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
+	if int(res.InsertedCount+res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
 		return ErrConflict
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,32 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		s2, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
 		require.NoError(t, err)
 		require.NoError(t, s2.Close(ctx))
+	})
+
+	t.Run("the embedded server keeps no secondary index, and opening drops older ones", func(t *testing.T) {
+		cl, err := mongo.Connect(options.Client().ApplyURI(emb.URI()))
+		require.NoError(t, err)
+		defer cl.Disconnect(ctx)
+		names := func(col string) []string {
+			specs, err := cl.Database("intake").Collection(col).Indexes().ListSpecifications(ctx)
+			require.NoError(t, err)
+			var out []string
+			for _, sp := range specs {
+				out = append(out, sp.Name)
+			}
+			return out
+		}
+		assert.Equal(t, []string{"_id_"}, names("deliveries"))
+		assert.Equal(t, []string{"_id_"}, names("audit_logs"))
+		// An earlier version created them; every write recomputed them for no query's benefit.
+		_, err = cl.Database("intake").Collection("deliveries").Indexes().CreateOne(ctx,
+			mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}}, Options: options.Index().SetName("status_1")})
+		require.NoError(t, err)
+		require.Contains(t, names("deliveries"), "status_1")
+		s2, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
+		require.NoError(t, err)
+		require.NoError(t, s2.Close(ctx))
+		assert.Equal(t, []string{"_id_"}, names("deliveries"))
 	})
 
 	t.Run("a replaced entity loses the fields it no longer has", func(t *testing.T) {
@@ -236,5 +263,47 @@ func revisionGuards(t *testing.T, st *store.Store, p string) {
 		require.NoError(t, err)
 		assert.Len(t, got["t/rmw"+p].Properties, 8, "%v", got["t/rmw"+p].Properties)
 		assert.Equal(t, int64(8), got["t/rmw"+p].Rev)
+	})
+
+	t.Run("concurrent plans that read and write lose nothing", func(t *testing.T) {
+		id := "t/plan" + p
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for {
+					err := st.PlanAndWrite(ctx, func() ([]store.EntityWrite, error) {
+						got, err := st.EntitiesByID(ctx, []string{id})
+						if err != nil {
+							return nil, err
+						}
+						props := map[string]any{fmt.Sprintf("k%d", i): i}
+						var rev int64
+						if d := got[id]; d != nil {
+							maps.Copy(props, d.Properties)
+							rev = d.Rev
+						}
+						return []store.EntityWrite{{Rev: rev, Doc: &store.EntityDoc{ID: id, Template: "t", Identifier: id[2:], Properties: props, Relations: map[string]any{}}}}, nil
+					})
+					if err == nil {
+						return
+					}
+					if !errors.Is(err, store.ErrConflict) {
+						t.Error(err)
+						return
+					}
+				}
+			}(i)
+		}
+		wg.Wait()
+		got, err := st.EntitiesByID(ctx, []string{id})
+		require.NoError(t, err)
+		assert.Len(t, got[id].Properties, 8, "%v", got[id].Properties)
+		assert.Equal(t, int64(8), got[id].Rev)
+
+		// A plan's error is returned and nothing is written.
+		boom := errors.New("boom")
+		assert.ErrorIs(t, st.PlanAndWrite(ctx, func() ([]store.EntityWrite, error) { return nil, boom }), boom)
 	})
 }
