@@ -71,7 +71,8 @@ func (r *BatchResult) Outcome() string {
 // done in bulk: map and validate each record (pure, as in the single-delivery workflow), claim
 // the records (a record another run already took is a duplicate and is left alone, so a
 // redelivered batch is processed once whatever its boundaries), write all entities in one
-// plan, then write every audit entry and every delivery's outcome. A record that fails fails
+// plan, then write every audit entry and every delivery record with its outcome (inserted once:
+// an update per record cost as much as the rest of the batch). A record that fails fails
 // alone: its delivery is failed (replayable on its own), the others go on. Store errors are
 // returned for Temporal to retry; a retried attempt finds its own claims and writes.
 func (a *Activities) ProcessBatch(ctx context.Context, in ProcessBatchInput) (*BatchResult, error) {
@@ -161,7 +162,7 @@ func (a *Activities) ProcessBatch(ctx context.Context, in ProcessBatchInput) (*B
 	if err := a.Store.InsertAudit(ctx, entries); err != nil {
 		return nil, err
 	}
-	if err := a.Store.RecordOutcomes(ctx, done, outcomes); err != nil {
+	if err := a.Store.RecordBatchOutcomes(ctx, done, outcomes); err != nil {
 		return nil, err
 	}
 

@@ -222,44 +222,93 @@ func outcomeUpdate(d intake.Delivery, o DeliveryOutcome) (id string, update bson
 	return d.ReplayOf, update, false
 }
 
-// ClaimDeliveries records a batch's deliveries as accepted by the run workflowID/runID, each
-// only if no record of it exists yet: claimed[i] tells whether delivery i is this run's to
-// process (new, or claimed by an earlier attempt of the same run) or already another run's (a
-// redelivered record). Records are inserted, never replaced, so exactly one run claims each.
+// claimDoc marks a batch record as taken by one run (delivery_claims). It is small and only
+// ever inserted: the record itself is written once, with its outcome, when the batch has run
+// (RecordBatchOutcomes), which spares every record an update of a document holding its body.
+type claimDoc struct {
+	ID         string    `bson:"_id"`
+	WorkflowID string    `bson:"workflow_id"`
+	RunID      string    `bson:"run_id"`
+	At         time.Time `bson:"at"`
+}
+
+// ClaimDeliveries claims a batch's deliveries for the run workflowID/runID, each only if no
+// claim of it exists yet: claimed[i] tells whether delivery i is this run's to process (new, or
+// claimed by an earlier attempt of the same run) or already another run's (a redelivered
+// record). Claims are inserted, never replaced, so exactly one run claims each.
 func (s *Store) ClaimDeliveries(ctx context.Context, ds []intake.Delivery, workflowID, runID string) ([]bool, error) {
 	claimed := make([]bool, len(ds))
 	now := time.Now().UTC()
+	col := s.db.Collection(colDeliveryClaims)
 	for start := 0; start < len(ds); start += BulkChunk {
 		end := min(start+BulkChunk, len(ds))
-		models := make([]mongo.WriteModel, 0, end-start)
+		docs := make([]any, 0, end-start)
 		for i := start; i < end; i++ {
 			claimed[i] = true
-			doc := append(bson.D{{Key: "_id", Value: ds[i].ID}}, insertFields(ds[i])...)
-			doc = append(doc, bson.E{Key: "status", Value: intake.StatusAccepted}, bson.E{Key: "workflow_id", Value: workflowID},
-				bson.E{Key: "run_id", Value: runID}, bson.E{Key: "updated_at", Value: now})
-			models = append(models, mongo.NewInsertOneModel().SetDocument(doc))
+			docs = append(docs, claimDoc{ID: ds[i].ID, WorkflowID: workflowID, RunID: runID, At: now})
 		}
-		_, err := s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		_, err := col.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 		var bwe mongo.BulkWriteException
 		switch {
 		case err == nil:
 			continue
 		case !errors.As(err, &bwe) || bwe.WriteConcernError != nil:
-			return nil, fmt.Errorf("claim %d deliveries: %w", len(models), err)
+			return nil, fmt.Errorf("claim %d deliveries: %w", len(docs), err)
 		}
 		for _, we := range bwe.WriteErrors {
 			if !mongo.IsDuplicateKeyError(we) {
-				return nil, fmt.Errorf("claim %d deliveries: %w", len(models), err)
+				return nil, fmt.Errorf("claim %d deliveries: %w", len(docs), err)
 			}
 			i := start + we.Index
-			cur, err := s.GetDelivery(ctx, ds[i].ID)
-			if err != nil {
+			var cur claimDoc
+			if err := col.FindOne(ctx, bson.D{{Key: "_id", Value: ds[i].ID}}).Decode(&cur); err != nil {
 				return nil, fmt.Errorf("claim delivery %s: %w", ds[i].ID, err)
 			}
 			claimed[i] = cur.WorkflowID == workflowID && cur.RunID == runID
 		}
 	}
 	return claimed, nil
+}
+
+// RecordBatchOutcomes writes the records of a batch's claimed deliveries, each with its outcome,
+// in bulk inserts. A record that exists already (written by an earlier attempt of the run, or
+// by another path) gets the outcome as RecordOutcome would set it; so does a replay's original.
+func (s *Store) RecordBatchOutcomes(ctx context.Context, ds []intake.Delivery, os []DeliveryOutcome) error {
+	var againD []intake.Delivery
+	var againO []DeliveryOutcome
+	for start := 0; start < len(ds); start += BulkChunk {
+		end := min(start+BulkChunk, len(ds))
+		var docs []any
+		var idx []int
+		for i := start; i < end; i++ {
+			if ds[i].ReplayOf != "" {
+				againD, againO = append(againD, ds[i]), append(againO, os[i])
+				continue
+			}
+			_, update, _ := outcomeUpdate(ds[i], os[i])
+			doc := append(bson.D{{Key: "_id", Value: ds[i].ID}}, insertFields(ds[i])...)
+			docs = append(docs, append(doc, update[0].Value.(bson.D)...)) // the $set fields
+			idx = append(idx, i)
+		}
+		if len(docs) == 0 {
+			continue
+		}
+		_, err := s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		var bwe mongo.BulkWriteException
+		switch {
+		case err == nil:
+			continue
+		case !errors.As(err, &bwe) || bwe.WriteConcernError != nil:
+			return fmt.Errorf("record %d deliveries: %w", len(docs), err)
+		}
+		for _, we := range bwe.WriteErrors {
+			if !mongo.IsDuplicateKeyError(we) {
+				return fmt.Errorf("record %d deliveries: %w", len(docs), err)
+			}
+			againD, againO = append(againD, ds[idx[we.Index]]), append(againO, os[idx[we.Index]])
+		}
+	}
+	return s.RecordOutcomes(ctx, againD, againO)
 }
 
 // GetDelivery returns one delivery record or ErrNotFound.

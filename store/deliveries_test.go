@@ -153,11 +153,8 @@ func TestClaimDeliveries(t *testing.T) {
 	assert.Equal(t, append(slices.Repeat([]bool{false}, 10), slices.Repeat([]bool{true}, 30)...), other,
 		"records 30..39 belong to the first batch; 40..69 are new")
 
-	r, err := s.GetDelivery(ctx, "claims.k35")
-	require.NoError(t, err)
-	assert.Equal(t, intake.StatusAccepted, r.Status)
-	assert.Equal(t, "batch-a", r.WorkflowID)
-	assert.JSONEq(t, `{"i":35}`, string(r.Body), "a claim records the body for replay")
+	_, err = s.GetDelivery(ctx, "claims.k35")
+	assert.ErrorIs(t, err, store.ErrNotFound, "a record is written once, with its outcome")
 
 	outs := make([]store.DeliveryOutcome, 30)
 	for i := range outs {
@@ -165,13 +162,31 @@ func TestClaimDeliveries(t *testing.T) {
 	}
 	outs[5] = store.DeliveryOutcome{Status: intake.DeliveryFailed, WorkflowID: "batch-b", RunID: "run-2",
 		Error: &intake.Failure{Type: intake.ErrRelationMissing, Message: "Relation 'x' does not exist"}}
-	require.NoError(t, s.RecordOutcomes(ctx, ds[40:], outs))
-	r, err = s.GetDelivery(ctx, "claims.k45")
+	require.NoError(t, s.RecordBatchOutcomes(ctx, ds[40:], outs))
+	r, err := s.GetDelivery(ctx, "claims.k45")
 	require.NoError(t, err)
 	assert.Equal(t, intake.DeliveryFailed, r.Status)
 	require.NotNil(t, r.Error)
 	assert.Equal(t, intake.ErrRelationMissing, r.Error.Type)
+	assert.Equal(t, "batch-b", r.WorkflowID)
+	assert.JSONEq(t, `{"i":45}`, string(r.Body), "the record keeps the body for replay")
 	r, err = s.GetDelivery(ctx, "claims.k69")
 	require.NoError(t, err)
 	assert.Equal(t, intake.DeliverySucceeded, r.Status)
+
+	// A retried attempt writes its records again: the existing ones take the outcome it sets.
+	outs[5] = store.DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "batch-b", RunID: "run-2"}
+	require.NoError(t, s.RecordBatchOutcomes(ctx, ds[40:], outs))
+	r, err = s.GetDelivery(ctx, "claims.k45")
+	require.NoError(t, err)
+	assert.Equal(t, intake.DeliverySucceeded, r.Status)
+	assert.Nil(t, r.Error)
+	assert.JSONEq(t, `{"i":45}`, string(r.Body))
+
+	// Claims expire with the records.
+	_, _, err = s.Expire(ctx, time.Now().Add(time.Minute), time.Time{})
+	require.NoError(t, err)
+	again, err = s.ClaimDeliveries(ctx, ds[:1], "batch-c", "run-3")
+	require.NoError(t, err)
+	assert.Equal(t, []bool{true}, again)
 }

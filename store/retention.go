@@ -18,6 +18,11 @@ func (s *Store) Expire(ctx context.Context, deliveriesBefore, auditBefore time.T
 			return 0, 0, fmt.Errorf("expire deliveries: %w", err)
 		}
 		deliveries = res.DeletedCount
+		// A batch record's claim goes with it (claims are kept as long as records, so a
+		// redelivery within retention is still recognised).
+		if _, err := s.db.Collection(colDeliveryClaims).DeleteMany(ctx, bson.D{{Key: "at", Value: bson.D{{Key: "$lt", Value: deliveriesBefore}}}}); err != nil {
+			return deliveries, 0, fmt.Errorf("expire delivery claims: %w", err)
+		}
 	}
 	if !auditBefore.IsZero() {
 		res, err := s.db.Collection(colAudit).DeleteMany(ctx, bson.D{{Key: "trigger.at", Value: bson.D{{Key: "$lt", Value: auditBefore}}}})

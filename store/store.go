@@ -27,10 +27,12 @@ const (
 	colAudit        = "audit_logs"
 	colDeliveries   = "deliveries"
 	colMeta         = "meta"
+	// colDeliveryClaims holds which run took each batch record (ClaimDeliveries).
+	colDeliveryClaims = "delivery_claims"
 )
 
 // Collections lists every collection the store uses (the embedded server indexes each).
-var Collections = []string{colTemplates, colIntegrations, colEntities, colAudit, colDeliveries, colMeta, colClaims, colTombstones}
+var Collections = []string{colTemplates, colIntegrations, colEntities, colAudit, colDeliveries, colMeta, colClaims, colTombstones, colDeliveryClaims}
 
 // BulkChunk bounds operations per bulk write: the embedded server deadlocks when one command
 // upserts as many existing documents as it has pool connections (100).
@@ -133,6 +135,9 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			{Keys: bson.D{{Key: "action", Value: 1}}},
 			{Keys: bson.D{{Key: "status", Value: 1}}},
 			{Keys: bson.D{{Key: "delivery_id", Value: 1}}},
+		},
+		colDeliveryClaims: {
+			{Keys: bson.D{{Key: "at", Value: 1}}},
 		},
 		colDeliveries: {
 			{Keys: bson.D{{Key: "integration", Value: 1}}},
