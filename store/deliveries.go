@@ -129,17 +129,26 @@ func (s *Store) RecordAcceptedMany(ctx context.Context, as []Accepted) error {
 }
 
 // ignoreDuplicates is the error of an unordered insert, but for documents that existed.
-func ignoreDuplicates(_ any, err error) error {
+func ignoreDuplicates(res any, err error) error {
+	_, err = duplicates(res, err)
+	return err
+}
+
+// duplicates splits the error of an unordered insert: the indexes of the documents that existed
+// already, and any other error.
+func duplicates(_ any, err error) ([]int, error) {
 	var bwe mongo.BulkWriteException
 	if err == nil || !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
-		return err
+		return nil, err
 	}
+	idx := make([]int, 0, len(bwe.WriteErrors))
 	for _, we := range bwe.WriteErrors {
 		if !mongo.IsDuplicateKeyError(we) {
-			return err
+			return nil, err
 		}
+		idx = append(idx, we.Index)
 	}
-	return nil
+	return idx, nil
 }
 
 // RecordRejected records a delivery that can never be processed (not JSON, too big, refused by
@@ -247,19 +256,12 @@ func (s *Store) ClaimDeliveries(ctx context.Context, ds []intake.Delivery, workf
 			claimed[i] = true
 			docs = append(docs, claimDoc{ID: ds[i].ID, WorkflowID: workflowID, RunID: runID, At: now})
 		}
-		_, err := col.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-		var bwe mongo.BulkWriteException
-		switch {
-		case err == nil:
-			continue
-		case !errors.As(err, &bwe) || bwe.WriteConcernError != nil:
+		taken, err := duplicates(col.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+		if err != nil {
 			return nil, fmt.Errorf("claim %d deliveries: %w", len(docs), err)
 		}
-		for _, we := range bwe.WriteErrors {
-			if !mongo.IsDuplicateKeyError(we) {
-				return nil, fmt.Errorf("claim %d deliveries: %w", len(docs), err)
-			}
-			i := start + we.Index
+		for _, j := range taken {
+			i := start + j
 			var cur claimDoc
 			if err := col.FindOne(ctx, bson.D{{Key: "_id", Value: ds[i].ID}}).Decode(&cur); err != nil {
 				return nil, fmt.Errorf("claim delivery %s: %w", ds[i].ID, err)
@@ -293,19 +295,12 @@ func (s *Store) RecordBatchOutcomes(ctx context.Context, ds []intake.Delivery, o
 		if len(docs) == 0 {
 			continue
 		}
-		_, err := s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-		var bwe mongo.BulkWriteException
-		switch {
-		case err == nil:
-			continue
-		case !errors.As(err, &bwe) || bwe.WriteConcernError != nil:
+		existed, err := duplicates(s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+		if err != nil {
 			return fmt.Errorf("record %d deliveries: %w", len(docs), err)
 		}
-		for _, we := range bwe.WriteErrors {
-			if !mongo.IsDuplicateKeyError(we) {
-				return fmt.Errorf("record %d deliveries: %w", len(docs), err)
-			}
-			againD, againO = append(againD, ds[idx[we.Index]]), append(againO, os[idx[we.Index]])
+		for _, j := range existed {
+			againD, againO = append(againD, ds[idx[j]]), append(againO, os[idx[j]])
 		}
 	}
 	return s.RecordOutcomes(ctx, againD, againO)

@@ -227,83 +227,61 @@ func revisionGuards(t *testing.T, st *store.Store, p string) {
 	})
 
 	t.Run("concurrent read-modify-write loops lose nothing", func(t *testing.T) {
-		var wg sync.WaitGroup
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				for {
-					got, err := st.EntitiesByID(ctx, []string{"t/rmw" + p})
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					props := map[string]any{}
-					var rev int64
-					if d := got["t/rmw"+p]; d != nil {
-						for k, v := range d.Properties {
-							props[k] = v
-						}
-						rev = d.Rev
-					}
-					props[fmt.Sprintf("k%d", i)] = i
-					err = st.WriteEntities(ctx, []store.EntityWrite{{Rev: rev, Doc: &store.EntityDoc{ID: "t/rmw" + p, Template: "t", Identifier: "rmw" + p, Properties: props, Relations: map[string]any{}}}})
-					if err == nil {
-						return
-					}
-					if !errors.Is(err, store.ErrConflict) {
-						t.Error(err)
-						return
-					}
-				}
-			}(i)
-		}
-		wg.Wait()
-		got, err := st.EntitiesByID(ctx, []string{"t/rmw" + p})
-		require.NoError(t, err)
-		assert.Len(t, got["t/rmw"+p].Properties, 8, "%v", got["t/rmw"+p].Properties)
-		assert.Equal(t, int64(8), got["t/rmw"+p].Rev)
+		eightWriters(t, st, "t/rmw"+p, func(plan func() ([]store.EntityWrite, error)) error {
+			writes, err := plan()
+			if err != nil {
+				return err
+			}
+			return st.WriteEntities(ctx, writes)
+		})
 	})
 
 	t.Run("concurrent plans that read and write lose nothing", func(t *testing.T) {
-		id := "t/plan" + p
-		var wg sync.WaitGroup
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				for {
-					err := st.PlanAndWrite(ctx, func() ([]store.EntityWrite, error) {
-						got, err := st.EntitiesByID(ctx, []string{id})
-						if err != nil {
-							return nil, err
-						}
-						props := map[string]any{fmt.Sprintf("k%d", i): i}
-						var rev int64
-						if d := got[id]; d != nil {
-							maps.Copy(props, d.Properties)
-							rev = d.Rev
-						}
-						return []store.EntityWrite{{Rev: rev, Doc: &store.EntityDoc{ID: id, Template: "t", Identifier: id[2:], Properties: props, Relations: map[string]any{}}}}, nil
-					})
-					if err == nil {
-						return
-					}
-					if !errors.Is(err, store.ErrConflict) {
-						t.Error(err)
-						return
-					}
-				}
-			}(i)
-		}
-		wg.Wait()
-		got, err := st.EntitiesByID(ctx, []string{id})
-		require.NoError(t, err)
-		assert.Len(t, got[id].Properties, 8, "%v", got[id].Properties)
-		assert.Equal(t, int64(8), got[id].Rev)
-
+		eightWriters(t, st, "t/plan"+p, func(plan func() ([]store.EntityWrite, error)) error {
+			return st.PlanAndWrite(ctx, plan)
+		})
 		// A plan's error is returned and nothing is written.
 		boom := errors.New("boom")
 		assert.ErrorIs(t, st.PlanAndWrite(ctx, func() ([]store.EntityWrite, error) { return nil, boom }), boom)
 	})
+}
+
+// eightWriters has eight goroutines each add its own property to entity id, every one reading
+// the entity and writing it back through write (again on ErrConflict), and checks none is lost.
+func eightWriters(t *testing.T, st *store.Store, id string, write func(plan func() ([]store.EntityWrite, error)) error) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for {
+				err := write(func() ([]store.EntityWrite, error) {
+					got, err := st.EntitiesByID(ctx, []string{id})
+					if err != nil {
+						return nil, err
+					}
+					props := map[string]any{fmt.Sprintf("k%d", i): i}
+					var rev int64
+					if d := got[id]; d != nil {
+						maps.Copy(props, d.Properties)
+						rev = d.Rev
+					}
+					return []store.EntityWrite{{Rev: rev, Doc: &store.EntityDoc{ID: id, Template: "t", Identifier: id[2:], Properties: props, Relations: map[string]any{}}}}, nil
+				})
+				if err == nil {
+					return
+				}
+				if !errors.Is(err, store.ErrConflict) {
+					t.Error(err)
+					return
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	got, err := st.EntitiesByID(ctx, []string{id})
+	require.NoError(t, err)
+	assert.Len(t, got[id].Properties, 8, "%v", got[id].Properties)
+	assert.Equal(t, int64(8), got[id].Rev)
 }
