@@ -214,14 +214,18 @@ func (s *Store) RecordOutcomes(ctx context.Context, ds []intake.Delivery, os []D
 	return nil
 }
 
-// outcomeUpdate is the update that records o on d's record (the original's, for a replay).
-func outcomeUpdate(d intake.Delivery, o DeliveryOutcome) (id string, update bson.D, upsert bool) {
-	set := bson.D{
+// outcomeFields are what a record holds of its run's outcome.
+func outcomeFields(o DeliveryOutcome) bson.D {
+	return bson.D{
 		{Key: "status", Value: o.Status}, {Key: "error", Value: o.Error}, {Key: "mappings", Value: o.Mappings},
 		{Key: "entities", Value: escapeChanges(o.Entities, escapeMap)}, {Key: "updated_at", Value: time.Now().UTC()},
 		{Key: "workflow_id", Value: o.WorkflowID}, {Key: "run_id", Value: o.RunID},
 	}
-	update = bson.D{{Key: "$set", Value: set}}
+}
+
+// outcomeUpdate is the update that records o on d's record (the original's, for a replay).
+func outcomeUpdate(d intake.Delivery, o DeliveryOutcome) (id string, update bson.D, upsert bool) {
+	update = bson.D{{Key: "$set", Value: outcomeFields(o)}}
 	if d.ReplayOf == "" {
 		update = append(update, bson.E{Key: "$setOnInsert", Value: insertFields(d)})
 		return d.ID, update, true
@@ -287,9 +291,8 @@ func (s *Store) RecordBatchOutcomes(ctx context.Context, ds []intake.Delivery, o
 				againD, againO = append(againD, ds[i]), append(againO, os[i])
 				continue
 			}
-			_, update, _ := outcomeUpdate(ds[i], os[i])
 			doc := append(bson.D{{Key: "_id", Value: ds[i].ID}}, insertFields(ds[i])...)
-			docs = append(docs, append(doc, update[0].Value.(bson.D)...)) // the $set fields
+			docs = append(docs, append(doc, outcomeFields(os[i])...))
 			idx = append(idx, i)
 		}
 		if len(docs) == 0 {

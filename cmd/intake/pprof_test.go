@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The profiler answers on its own listener, and only there.
+// The profiler answers on the listener it is given; a taken address fails the start.
 func TestServePprof(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
