@@ -15,20 +15,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// BenchmarkKafkaEndToEnd measures, on one fresh `intake dev` with an in-process broker, how fast
-// a Kafka backlog becomes entities: first N1 records (INTAKE_BENCH_KAFKA_SINGLE_N, default 2000)
-// through the seed's users_kafka, one workflow per record; then N2 records
-// (INTAKE_BENCH_KAFKA_BATCH_N, default 20000) through a batching integration
-// (max_records 500, max_wait 200ms). Each phase is timed from the listener's start, with the
+// kafkaPhase measures how fast a Kafka backlog becomes entities: first N1 records
+// (INTAKE_BENCH_KAFKA_SINGLE_N, default 2000) through the seed's users_kafka, one workflow per
+// record; then N2 records (INTAKE_BENCH_KAFKA_BATCH_N, default 20000) through a batching
+// integration (max_records 500, max_wait 200ms). Each is timed from the listener's start, with the
 // whole backlog waiting, until the last record's delivery finished (intake_deliveries_total).
-func BenchmarkKafkaEndToEnd(b *testing.B) {
+func kafkaPhase(b *testing.B, s *stack, brokers []string) {
 	single, batched := envInt("INTAKE_BENCH_KAFKA_SINGLE_N", 2000), envInt("INTAKE_BENCH_KAFKA_BATCH_N", 20000)
-	broker := startBroker(b, 3)
-	s := startDev(b, profiled()...)
 	createTeams(b, s, "sg-k")
 	putBatchedUsers(b, s, "users.batch", 500, "200ms")
 	produce := func(topic string, from, n int) {
-		w := &kafkago.Writer{Addr: kafkago.TCP(broker.ListenAddrs()...), Topic: topic, Balancer: &kafkago.RoundRobin{},
+		w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.RoundRobin{},
 			AllowAutoTopicCreation: true, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000}
 		defer w.Close()
 		for start := from; start < from+n; start += 5000 {
@@ -43,20 +40,19 @@ func BenchmarkKafkaEndToEnd(b *testing.B) {
 		produce(topic, from, n)
 		before := finished(b, s, integration)
 		start := time.Now()
-		l := startListenerB(b, s, s.addr("temporal"), "--kafka-brokers", strings.Join(broker.ListenAddrs(), ","))
+		l := startListenerB(b, s, s.addr("temporal"), "--kafka-brokers", strings.Join(brokers, ","))
 		defer l.stop()
 		require.Eventually(b, func() bool { return finished(b, s, integration)-before >= n }, 60*time.Minute, 250*time.Millisecond)
 		return time.Since(start)
 	}
-	b.ResetTimer()
+	users := countEntities(b, s, "users")
 	tSingle := run("users_kafka", usersTopic, 0, single)
 	tBatch := run("users_batch", "users.batch", 100000, batched)
-	b.StopTimer()
-	require.GreaterOrEqual(b, countEntities(b, s, "users"), single+batched)
+	require.GreaterOrEqual(b, countEntities(b, s, "users"), users+single+batched)
 	rs, rb := float64(single)/tSingle.Seconds(), float64(batched)/tBatch.Seconds()
-	fmt.Printf("\nkafka end to end, backlog waiting on 3 partitions (embedded stack, listener start to last delivery finished):\n")
-	fmt.Printf("  one workflow per record: %d records in %v = %.1f records/s\n", single, tSingle.Round(time.Millisecond), rs)
-	fmt.Printf("  batch mode (500/200ms):  %d records in %v = %.1f records/s (%.1fx)\n", batched, tBatch.Round(time.Millisecond), rb, rb/rs)
+	fmt.Printf("  kafka backlog on 3 partitions, listener start to last delivery finished:\n")
+	fmt.Printf("    one workflow per record: %d records in %v = %.1f records/s\n", single, tSingle.Round(time.Millisecond), rs)
+	fmt.Printf("    batch mode (500/200ms):  %d records in %v = %.1f records/s (%.1fx)\n", batched, tBatch.Round(time.Millisecond), rb, rb/rs)
 	b.ReportMetric(rs, "records/s-single")
 	b.ReportMetric(rb, "records/s-batched")
 }

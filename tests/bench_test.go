@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -22,14 +24,45 @@ import (
 	"intake/store"
 )
 
-// BenchmarkWebhookPath posts N signed GitHub webhooks one after the other to a fresh `intake dev`
-// (accept latency: POST → 202), then N more from 8 senders, waits until every workflow finished
-// (end-to-end deliveries/s), and measures in the same run the ceilings it compares with: raw gojq
-// evaluation of the same mapping and raw store upserts by _id on the same embedded server.
-// N comes from INTAKE_BENCH_N (default 200). Run with `make bench`.
-func BenchmarkWebhookPath(b *testing.B) {
-	n := envInt("INTAKE_BENCH_N", 200)
-	s := startDev(b)
+// BenchmarkIntake is `make bench`: every figure of the throughput goals, in one run, on one
+// `intake dev` (and one in-process Kafka broker), so that the ratios compare like with like on a
+// shared machine. In order: the raw gojq and store ceilings; the empty-workflow ceiling (8
+// starters); N signed GitHub webhooks posted one after the other (accept latency POST → 202,
+// end to end), then N more from 8 senders (end to end, and its ratio to the empty workflow,
+// measured again right after); open-loop offers at 25, 50 and 100/s (POST → 202 next to bare
+// empty-workflow starts at the same rates); a Kafka backlog through one workflow per record, then
+// through batch mode. N is INTAKE_BENCH_N (default 2000); INTAKE_BENCH_KAFKA_SINGLE_N (2000) and
+// INTAKE_BENCH_KAFKA_BATCH_N (20000) size the Kafka phases; INTAKE_BENCH_PHASES (a comma list of
+// webhook, openloop, kafka; default all) runs fewer phases while tuning.
+func BenchmarkIntake(b *testing.B) {
+	n := envInt("INTAKE_BENCH_N", 2000)
+	phases := os.Getenv("INTAKE_BENCH_PHASES")
+	want := func(p string) bool { return phases == "" || strings.Contains(","+phases+",", ","+p+",") }
+	var broker *kfake.Cluster
+	if want("kafka") {
+		broker = startBroker(b, 3)
+	}
+	s := startDev(b, profiled()...)
+	b.ResetTimer()
+
+	fmt.Printf("\nintake benchmark, one embedded stack (intake dev: Temporal + FerretDB%s), %d deliveries per webhook phase:\n",
+		map[bool]string{true: " + in-process Kafka", false: ""}[broker != nil], n)
+	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s\n", gojqCeiling(b), storeCeiling(b, s))
+	if want("webhook") {
+		webhookPhase(b, s, n)
+	}
+	if want("openloop") {
+		openLoopPhase(b, s)
+	}
+	if broker != nil {
+		kafkaPhase(b, s, broker.ListenAddrs())
+	}
+	b.StopTimer()
+}
+
+// webhookPhase posts n signed webhooks sequentially, then n more from 8 senders, and compares
+// the 8-sender rate with the empty workflow's, measured right before and right after it.
+func webhookPhase(b *testing.B, s *stack, n int) {
 	sec := exampleSecurity(b, "github_repos")
 	body := func(i int) []byte {
 		return []byte(fmt.Sprintf(`{"action":"created","repository":{"name":"r%d","full_name":"bench/r%d","private":false,"html_url":"https://github.com/bench/r%d","stargazers_count":%d,"language":"Go","owner":{"login":"bench"}}}`, i, i, i, i))
@@ -48,9 +81,8 @@ func BenchmarkWebhookPath(b *testing.B) {
 		mu.Unlock()
 		return d
 	}
-	b.ResetTimer()
 
-	// 1. accept latency, sequential
+	// sequential: accept latency, end to end
 	lat := make([]time.Duration, n)
 	seqStart := time.Now()
 	for i := 0; i < n; i++ {
@@ -60,38 +92,102 @@ func BenchmarkWebhookPath(b *testing.B) {
 	waitAll(b, s, ids)
 	seqDone := time.Since(seqStart)
 
-	// The empty-workflow ceiling right before and right after the 8-sender phase: the machine
-	// is shared, so the ratio is taken against what the server did around the same time.
+	// 8 senders, between two measures of the empty workflow: the machine is shared, so the
+	// ratio is taken against what the server did around the same time
 	emptyBefore := emptyWorkflowCeiling(b, s, n)
-
-	// 2. throughput with 8 concurrent senders
 	ids = nil
 	parStart := time.Now()
 	fanOut(8, n, 2*n, func(i int) { post(i) })
 	parAccept := time.Since(parStart)
 	waitAll(b, s, ids)
 	parDone := time.Since(parStart)
-	b.StopTimer()
-
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
-	jqRate := gojqCeiling(b)
-	storeRate := storeCeiling(b, s)
 	emptyAfter := emptyWorkflowCeiling(b, s, n)
-	emptyRate := (emptyBefore + emptyAfter) / 2
+	empty := (emptyBefore + emptyAfter) / 2
 
-	fmt.Printf("\nwebhook path, %d deliveries each phase (embedded stack, %s):\n", n, "2 cores")
-	fmt.Printf("  accept latency sequential   p50 %v  p99 %v  max %v\n", p(0.5), p(0.99), lat[len(lat)-1])
-	fmt.Printf("  sequential: accepted %.0f/s, all %d workflows done after %v (%.1f deliveries/s end to end)\n",
-		float64(n)/seqAccept.Seconds(), n, seqDone.Round(time.Millisecond), float64(n)/seqDone.Seconds())
-	fmt.Printf("  8 senders:  accepted %.0f/s, all %d workflows done after %v (%.1f deliveries/s end to end)\n",
-		float64(n)/parAccept.Seconds(), n, parDone.Round(time.Millisecond), float64(n)/parDone.Seconds())
-	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s, empty workflow on the same server %.1f/s (8 starters; %.1f before, %.1f after the 8-sender phase)\n",
-		jqRate, storeRate, emptyRate, emptyBefore, emptyAfter)
-	fmt.Printf("  ratio: end to end with 8 senders / empty workflow = %.0f%%\n", 100*float64(n)/parDone.Seconds()/emptyRate)
-	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "accept-p50-ms")
-	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "accept-p99-ms")
-	b.ReportMetric(float64(n)/parDone.Seconds(), "deliveries/s")
+	sortDurations(lat)
+	rate := float64(n) / parDone.Seconds()
+	fmt.Printf("  empty workflow (8 starters, %d each): %.1f/s (%.1f before, %.1f after the 8-sender phase)\n", n, empty, emptyBefore, emptyAfter)
+	fmt.Printf("  webhook sequential: accept p50 %v p99 %v max %v; accepted %.0f/s; all done after %v = %.1f deliveries/s end to end\n",
+		quantile(lat, .5), quantile(lat, .99), lat[len(lat)-1], float64(n)/seqAccept.Seconds(), seqDone.Round(time.Millisecond), float64(n)/seqDone.Seconds())
+	fmt.Printf("  webhook 8 senders:  accepted %.0f/s; all done after %v = %.1f deliveries/s end to end = %.0f%% of the empty workflow\n",
+		float64(n)/parAccept.Seconds(), parDone.Round(time.Millisecond), rate, 100*rate/empty)
+	b.ReportMetric(rate, "deliveries/s")
+	b.ReportMetric(100*rate/empty, "%-of-empty")
+}
+
+// openLoopPhase offers webhooks at fixed rates (25, 50, 100/s for 10 s each, sent on a clock
+// whatever the answers do) and reports POST → 202 p50/p99 at each, next to bare empty-workflow
+// starts offered at the same rate on the same server. Each rate starts once the previous one's
+// workflows have finished, so a backlog does not carry over.
+func openLoopPhase(b *testing.B, s *stack) {
+	sec := exampleSecurity(b, "github_repos")
+	w := worker.New(s.temporal, "bench-empty-open", worker.Options{})
+	w.RegisterWorkflow(emptyWorkflow)
+	require.NoError(b, w.Start())
+	defer w.Stop()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var ids []string
+	var runs []client.WorkflowRun
+	seq := 0
+	fmt.Printf("  open loop, 10 s per rate:\n")
+	for _, rate := range []int{25, 50, 100} {
+		hooks := offer(rate, 10*time.Second, &seq, func(k int) {
+			bd := []byte(fmt.Sprintf(`{"action":"created","repository":{"name":"o%d","full_name":"open/o%d","private":false,"html_url":"https://github.com/open/o%d","stargazers_count":1,"language":"Go","owner":{"login":"open"}}}`, k, k, k))
+			code, out := s.post("github_repos", bd, sign(sec, bd, nil))
+			require.Equal(b, 202, code, "%v", out)
+			mu.Lock()
+			ids = append(ids, out["workflow_id"].(string))
+			mu.Unlock()
+		})
+		waitAll(b, s, ids)
+		starts := offer(rate, 10*time.Second, &seq, func(k int) {
+			run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+				ID: fmt.Sprintf("bench-open-%d-%d", time.Now().UnixNano(), k), TaskQueue: "bench-empty-open"}, emptyWorkflow)
+			require.NoError(b, err)
+			mu.Lock()
+			runs = append(runs, run)
+			mu.Unlock()
+		})
+		for _, r := range runs {
+			require.NoError(b, r.Get(ctx, nil))
+		}
+		ids, runs = nil, nil
+		fmt.Printf("    %3d/s  POST->202 p50 %-8v p99 %-8v | bare start p50 %-8v p99 %-8v | p99 ratio %.1f\n", rate,
+			quantile(hooks, .5), quantile(hooks, .99), quantile(starts, .5), quantile(starts, .99),
+			float64(quantile(hooks, .99))/float64(quantile(starts, .99)))
+		b.ReportMetric(float64(quantile(hooks, .99).Microseconds())/1000, fmt.Sprintf("p99-ms-at-%d/s", rate))
+	}
+}
+
+// offer calls send rate times a second for dur, each call in its own goroutine, and answers the
+// sorted latencies of the calls.
+func offer(rate int, dur time.Duration, seq *int, send func(k int)) []time.Duration {
+	n := int(float64(rate) * dur.Seconds())
+	lat := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for i := 0; i < n; i++ {
+		<-tick.C
+		*seq++
+		wg.Add(1)
+		go func(i, k int) {
+			defer wg.Done()
+			start := time.Now()
+			send(k)
+			lat[i] = time.Since(start)
+		}(i, *seq)
+	}
+	wg.Wait()
+	sortDurations(lat)
+	return lat
+}
+
+func sortDurations(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
+
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	return sorted[int(q*float64(len(sorted)-1))].Round(100 * time.Microsecond)
 }
 
 // emptyWorkflow does nothing: the per-workflow cost of the Temporal server itself.

@@ -4,6 +4,7 @@ package workflows
 
 import (
 	"encoding/json"
+	"errors"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -27,6 +28,12 @@ var (
 	localOptions = workflow.LocalActivityOptions{
 		StartToCloseTimeout: 10 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+	}
+	// A store step's first attempt, as a local activity (storeStep). A Commit takes
+	// milliseconds; one slower than this is store trouble, which the regular activity handles.
+	localStoreOptions = workflow.LocalActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 	}
 	// Hydration retries 5xx, 429 and timeouts for about four minutes, then fails the delivery
 	// (replayable); 4xx and refused targets fail at once (non-retryable errors).
@@ -82,7 +89,7 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 		// fit beside the delivery in one payload (activities.MappedBudget).
 		in := activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result}
 		var done activities.CommitResult
-		if err := workflow.ExecuteActivity(actx, a.Commit, in).Get(ctx, &done); err != nil {
+		if err := storeStep(ctx, a.Commit, in, &done); err != nil {
 			return nil, err
 		}
 		*result, failure = done.Result, done.Failure
@@ -114,9 +121,28 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 func audit(ctx workflow.Context, ref activities.Ref, d intake.Delivery, result *intake.IngestResult, failure *intake.Failure) (*intake.Failure, error) {
 	var a *activities.Activities
 	result.Outcome = activities.OutcomeOf(*result, failure)
-	actx := workflow.WithActivityOptions(ctx, storeOptions)
 	in := compact(activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result, Failure: failure})
-	return failure, workflow.ExecuteActivity(actx, a.Audit, in).Get(ctx, nil)
+	return failure, storeStep(ctx, a.Audit, in, nil)
+}
+
+// storeStep runs a store step (Commit or Audit) first as one attempt of a local activity, in
+// the workflow task that mapped the delivery: a delivery then costs Temporal one workflow task,
+// no activity task and no second workflow task. When that attempt fails for a reason a retry
+// may cure (store down, slow), the same step runs as a regular activity, retried with backoff
+// without limit and shown pending, with its last failure, in the Temporal UI. Both steps are
+// idempotent (entity revisions, LastRun, audit IDs from the run), so the second run after a
+// partial first one writes nothing twice. Histories from before this change (no version marker)
+// replay their regular activity.
+func storeStep(ctx workflow.Context, step, in, out any) error {
+	if workflow.GetVersion(ctx, "store-step-local-first", workflow.DefaultVersion, 1) == 1 {
+		lctx := workflow.WithLocalActivityOptions(ctx, localStoreOptions)
+		err := workflow.ExecuteLocalActivity(lctx, step, in).Get(ctx, out)
+		var app *temporal.ApplicationError
+		if err == nil || errors.As(err, &app) && app.NonRetryable() {
+			return err
+		}
+	}
+	return workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, storeOptions), step, in).Get(ctx, out)
 }
 
 // process runs steps 1 to 3, filling result; the error is what ends the delivery early.

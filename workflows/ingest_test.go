@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/suite"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -120,16 +122,45 @@ func (s *IngestSuite) TestTransientStoreErrorIsRetriedUntilItSucceeds() {
 			audited = in.Result.Entities
 			return nil
 		}))
+	local, regular := s.countCommits()
 	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"groups","groups":[{"id":"g1","name":"G"}]}`))
 	s.Require().True(s.env.IsWorkflowCompleted())
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(3, calls, "two transient failures, then success")
+	s.Equal(1, *local, "one attempt as a local activity")
+	s.Equal(2, *regular, "then the regular activity, retried with backoff")
 	var res intake.IngestResult
 	s.Require().NoError(s.env.GetWorkflowResult(&res))
 	s.Equal(intake.DeliverySucceeded, res.Outcome)
 	s.Require().Len(res.Entities, 1)
 	s.Equal(intake.OutcomeCreated, res.Entities[0].Outcome)
 	s.Len(audited, 1)
+}
+
+// countCommits counts the Commit steps run as local and as regular activities.
+func (s *IngestSuite) countCommits() (local, regular *int) {
+	local, regular = new(int), new(int)
+	s.env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
+		if info.ActivityType.Name == "Commit" {
+			*local++
+		}
+	})
+	s.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+		if info.ActivityType.Name == "Commit" {
+			*regular++
+		}
+	})
+	return local, regular
+}
+
+func (s *IngestSuite) TestAHealthyStoreCommitsInTheFirstWorkflowTask() {
+	s.env.OnActivity(s.a.Commit, mock.Anything, mock.Anything).Return(commit(outcomes(intake.OutcomeCreated), nil))
+	local, regular := s.countCommits()
+	s.env.ExecuteWorkflow(workflows.IngestWorkflow, s.delivery(`{"kind":"groups","groups":[{"id":"g1","name":"G"}]}`))
+	s.Require().True(s.env.IsWorkflowCompleted())
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.Equal(1, *local, "Commit ran as a local activity")
+	s.Zero(*regular, "no activity task")
 }
 
 func (s *IngestSuite) TestMappingErrorIsNotRetriedAndIsAudited() {
