@@ -47,8 +47,9 @@ var (
 		},
 	}
 	// A worker killed mid-activity delays that delivery by StartToClose (a minute; inside the
-	// local first attempt, by the 10 s workflow task timeout). No heartbeat: it would cost every delivery a Temporal call to shorten a crash's
-	// wait; nor a shorter timeout: a Commit may wait on the store's 30 s operation timeout.
+	// local first attempt, by the 10 s workflow task timeout). No heartbeat: it would cost every
+	// delivery a Temporal call to shorten a crash's wait; nor a shorter timeout: a Commit may
+	// wait on the store's 30 s operation timeout.
 	storeOptions = workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
