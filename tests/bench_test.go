@@ -45,8 +45,11 @@ func BenchmarkIntake(b *testing.B) {
 	s := startDev(b, profiled()...)
 	b.ResetTimer()
 
-	fmt.Printf("\nintake benchmark, one embedded stack (intake dev: Temporal + FerretDB%s), %d deliveries per webhook phase:\n",
-		map[bool]string{true: " + in-process Kafka", false: ""}[broker != nil], n)
+	stackName := "intake dev: Temporal + FerretDB"
+	if broker != nil {
+		stackName += " + in-process Kafka"
+	}
+	fmt.Printf("\nintake benchmark, one embedded stack (%s), %d deliveries per webhook phase:\n", stackName, n)
 	fmt.Printf("  ceilings: raw gojq mapping %.0f payloads/s, raw store upsert by _id %.0f/s\n", gojqCeiling(b), storeCeiling(b, s))
 	if want("webhook") {
 		webhookPhase(b, s, n)
@@ -64,13 +67,10 @@ func BenchmarkIntake(b *testing.B) {
 // the 8-sender rate with the empty workflow's, measured right before and right after it.
 func webhookPhase(b *testing.B, s *stack, n int) {
 	sec := exampleSecurity(b, "github_repos")
-	body := func(i int) []byte {
-		return []byte(fmt.Sprintf(`{"action":"created","repository":{"name":"r%d","full_name":"bench/r%d","private":false,"html_url":"https://github.com/bench/r%d","stargazers_count":%d,"language":"Go","owner":{"login":"bench"}}}`, i, i, i, i))
-	}
 	var mu sync.Mutex
 	var ids []string
 	post := func(i int) time.Duration {
-		bd := body(i)
+		bd := repoCreated("bench", i)
 		h := sign(sec, bd, map[string]string{"X-GitHub-Delivery": fmt.Sprintf("bench-%d", i)})
 		start := time.Now()
 		code, out := s.post("github_repos", bd, h)
@@ -133,7 +133,7 @@ func openLoopPhase(b *testing.B, s *stack) {
 	fmt.Printf("  open loop, 10 s per rate:\n")
 	for _, rate := range []int{25, 50, 100} {
 		hooks := offer(rate, 10*time.Second, &seq, func(k int) {
-			bd := []byte(fmt.Sprintf(`{"action":"created","repository":{"name":"o%d","full_name":"open/o%d","private":false,"html_url":"https://github.com/open/o%d","stargazers_count":1,"language":"Go","owner":{"login":"open"}}}`, k, k, k))
+			bd := repoCreated("open", k)
 			code, out := s.post("github_repos", bd, sign(sec, bd, nil))
 			require.Equal(b, 202, code, "%v", out)
 			mu.Lock()
@@ -158,6 +158,12 @@ func openLoopPhase(b *testing.B, s *stack) {
 			float64(quantile(hooks, .99))/float64(quantile(starts, .99)))
 		b.ReportMetric(float64(quantile(hooks, .99).Microseconds())/1000, fmt.Sprintf("p99-ms-at-%d/s", rate))
 	}
+}
+
+// repoCreated is a GitHub "repository created" event for repository owner/r<i>.
+func repoCreated(owner string, i int) []byte {
+	return []byte(fmt.Sprintf(`{"action":"created","repository":{"name":"r%d","full_name":"%s/r%d","private":false,"html_url":"https://github.com/%s/r%d","stargazers_count":%d,"language":"Go","owner":{"login":%q}}}`,
+		i, owner, i, owner, i, i, owner))
 }
 
 // offer calls send rate times a second for dur, each call in its own goroutine, and answers the
