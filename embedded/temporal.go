@@ -29,7 +29,8 @@ var SearchAttributes = tclient.SearchAttributes
 
 // TemporalConfig configures the embedded Temporal server.
 type TemporalConfig struct {
-	// DatabaseFile is the SQLite file; created with its schema when absent.
+	// DatabaseFile is the SQLite file of executions; created with its schema when absent.
+	// Visibility records go to VisibilityFile in the same folder.
 	DatabaseFile string
 	// FrontendAddr is host:port of the gRPC frontend ("127.0.0.1:0" picks a free port).
 	FrontendAddr string
@@ -65,19 +66,24 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.DatabaseFile), 0o700); err != nil {
 		return nil, fmt.Errorf("create data folder: %w", err)
 	}
-	sqlCfg := &config.SQL{
-		PluginName:   sqliteplugin.PluginName,
-		DatabaseName: cfg.DatabaseFile,
-		// WAL and synchronous=normal: without them the server rewrites gigabytes for a tiny
-		// database and completes only ~10 workflows/s (design.md §7). One connection (MaxConns 0).
-		ConnectAttributes: map[string]string{
-			"mode": "rwc", "journal_mode": "wal", "synchronous": "normal", "busy_timeout": "5000",
-		},
-	}
-	if _, err := os.Stat(cfg.DatabaseFile); errors.Is(err, os.ErrNotExist) {
-		if err := sqlite.SetupSchema(sqlCfg); err != nil {
-			return nil, fmt.Errorf("set up temporal schema: %w", err)
+	sqlCfg := sqliteConfig(cfg.DatabaseFile)
+	// Visibility (the workflow lists of the UI and of ListWorkflowExecutions) gets a file and a
+	// connection of its own: its records are the heaviest writes of a run (a row with ~60
+	// indexes and two full-text tables, written at start and at close), and on the one
+	// connection of the execution store they queue in front of every workflow start.
+	visCfg := sqliteConfig(VisibilityDatabase(cfg.DatabaseFile))
+	for _, c := range []*config.SQL{sqlCfg, visCfg} {
+		if _, err := os.Stat(c.DatabaseName); errors.Is(err, os.ErrNotExist) {
+			// The schema is one script of both stores; each file uses its half.
+			if err := sqlite.SetupSchema(c); err != nil {
+				return nil, fmt.Errorf("set up temporal schema in %s: %w", c.DatabaseName, err)
+			}
 		}
+	}
+	// One datastore per file: two connections to one file would only wait on each other.
+	visStore, stores := "sqlite", map[string]config.DataStore{"sqlite": {SQL: sqlCfg}}
+	if visCfg.DatabaseName != sqlCfg.DatabaseName {
+		visStore, stores["sqlite-visibility"] = "sqlite-visibility", config.DataStore{SQL: visCfg}
 	}
 	ns, err := sqlite.NewNamespaceConfig("active", cfg.Namespace, false, SearchAttributes)
 	if err != nil {
@@ -116,9 +122,9 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 		},
 		Persistence: config.Persistence{
 			DefaultStore:     "sqlite",
-			VisibilityStore:  "sqlite",
+			VisibilityStore:  visStore,
 			NumHistoryShards: 1,
-			DataStores:       map[string]config.DataStore{"sqlite": {SQL: sqlCfg}},
+			DataStores:       stores,
 		},
 		ClusterMetadata: &cluster.Config{
 			EnableGlobalNamespace:    false,
@@ -182,6 +188,35 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 		return nil, fmt.Errorf("start temporal server: %w", err)
 	}
 	return &Temporal{server: srv, frontend: frontend}, nil
+}
+
+// VisibilityFile is the SQLite file of the visibility store, next to DatabaseFile.
+const VisibilityFile = "visibility.db"
+
+// VisibilityDatabase is the SQLite file of the visibility store for the execution file
+// dbFile: VisibilityFile next to it, except in a data folder made before the split (dbFile
+// there, VisibilityFile not), which keeps its visibility records where they are.
+func VisibilityDatabase(dbFile string) string {
+	vis := filepath.Join(filepath.Dir(dbFile), VisibilityFile)
+	_, errMain := os.Stat(dbFile)
+	_, errVis := os.Stat(vis)
+	if errMain == nil && errors.Is(errVis, os.ErrNotExist) {
+		return dbFile
+	}
+	return vis
+}
+
+// sqliteConfig is one SQLite file of the server, created when absent.
+func sqliteConfig(file string) *config.SQL {
+	return &config.SQL{
+		PluginName:   sqliteplugin.PluginName,
+		DatabaseName: file,
+		// WAL and synchronous=normal: without them the server rewrites gigabytes for a tiny
+		// database and completes only ~10 workflows/s (design.md §7). One connection (MaxConns 0).
+		ConnectAttributes: map[string]string{
+			"mode": "rwc", "journal_mode": "wal", "synchronous": "normal", "busy_timeout": "5000",
+		},
+	}
 }
 
 // FrontendAddr is the gRPC address clients dial.

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"intake"
+	"intake/embedded"
 	"intake/examples"
 	"intake/store"
 )
@@ -84,6 +86,20 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		require.Len(t, list.Executions, 1, "search attributes find the failed Sonar delivery")
 		require.Len(t, failedSonar, 1)
 		assert.Equal(t, failedSonar[0], list.Executions[0].Execution.WorkflowID)
+	})
+
+	t.Run("visibility records live in their own SQLite file", func(t *testing.T) {
+		require.Len(t, failedSonar, 1)
+		rows := func(file string) int {
+			db, err := sql.Open("sqlite", "file:"+filepath.Join(s.dir, ".intake", "temporal", file)+"?mode=ro")
+			require.NoError(t, err)
+			defer db.Close()
+			var n int
+			require.NoError(t, db.QueryRow(`SELECT count(*) FROM executions_visibility WHERE workflow_id = ?`, failedSonar[0]).Scan(&n))
+			return n
+		}
+		assert.Equal(t, 1, rows(embedded.VisibilityFile), "the record is in the visibility file")
+		assert.Equal(t, 0, rows("temporal.db"), "the execution file holds no visibility record")
 	})
 
 	t.Run("the embedded store indexes _id on every collection", func(t *testing.T) {
