@@ -72,7 +72,8 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 	// indexes and two full-text tables, written at start and at close), and on the one
 	// connection of the execution store they queue in front of every workflow start.
 	visCfg := sqliteConfig(VisibilityDatabase(cfg.DatabaseFile))
-	for _, c := range []*config.SQL{sqlCfg, visCfg} {
+	// Visibility's file first: a start cut short between the two then still splits next time.
+	for _, c := range []*config.SQL{visCfg, sqlCfg} {
 		if _, err := os.Stat(c.DatabaseName); errors.Is(err, os.ErrNotExist) {
 			// The schema is one script of both stores; each file uses its half.
 			if err := sqlite.SetupSchema(c); err != nil {
