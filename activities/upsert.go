@@ -48,8 +48,14 @@ func (a *Activities) upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 }
 
 // upsertOnce plans and writes once; store.ErrConflict means "read again".
+// It locks the entities the plan reads: its own for writing, the relations' targets for reading
+// (many deliveries point to one team or project, and a placeholder is an insert, safe on its
+// own). A template changed in between can make the plan write outside them, which the store
+// turns away as a conflict.
 func (a *Activities) upsertOnce(ctx context.Context, ref Ref, changes []intake.EntityChange) error {
-	return a.Store.PlanAndWrite(ctx, func() ([]store.EntityWrite, error) { return a.Plan(ctx, ref, changes) })
+	own, targets := touchedIDs(changes, a.Catalog.Templates())
+	return a.Store.PlanAndWrite(ctx, store.Locks{Write: own, Read: targets},
+		func() ([]store.EntityWrite, error) { return a.Plan(ctx, ref, changes) })
 }
 
 // Plan reads the entities the changes touch, sets each change's outcome (or failure) and returns
@@ -152,30 +158,36 @@ func revOf(d *store.EntityDoc) int64 {
 
 // referencedIDs lists every entity the changes touch or point to, for one $in lookup.
 func referencedIDs(changes []intake.EntityChange, templates map[string]*intake.Template) []string {
+	own, targets := touchedIDs(changes, templates)
+	return append(own, targets...)
+}
+
+// touchedIDs splits the entities the changes reference into their own (which they write) and
+// the relations' targets that are not also their own (which they read, or create as
+// placeholders).
+func touchedIDs(changes []intake.EntityChange, templates map[string]*intake.Template) (own, targets []string) {
 	seen := map[string]bool{}
-	var ids []string
-	add := func(id string) {
-		if !seen[id] {
+	for _, c := range changes {
+		if id := store.EntityKey(c.Template, c.Identifier); !c.Failed() && !seen[id] {
 			seen[id] = true
-			ids = append(ids, id)
+			own = append(own, id)
 		}
 	}
 	for _, c := range changes {
-		if c.Failed() {
-			continue
-		}
-		add(store.EntityKey(c.Template, c.Identifier))
 		tpl := templates[c.Template]
-		if tpl == nil {
+		if c.Failed() || tpl == nil {
 			continue
 		}
 		for name, v := range c.Relations {
 			for _, target := range relationIDs(v) {
-				add(store.EntityKey(tpl.Relations[name].Target, target))
+				if id := store.EntityKey(tpl.Relations[name].Target, target); !seen[id] {
+					seen[id] = true
+					targets = append(targets, id)
+				}
 			}
 		}
 	}
-	return ids
+	return own, targets
 }
 
 // relationIDs lists the identifiers a relation value names.

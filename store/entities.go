@@ -110,20 +110,27 @@ var ErrConflict = errors.New("entity changed concurrently")
 // part of each write's filter, which MongoDB applies atomically per document. On FerretDB,
 // which matches a filter and then writes in two steps, each write first claims its revision
 // with an insert (see guard.go), or, when this process is the store's sole writer
-// (SoleWriter), the revisions are checked by _id under the process's write lock, which is then
-// enough.
+// (SoleWriter), the revisions are checked by _id under the process's locks of those entities,
+// which is then enough.
 func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
-	// In-process writes go one at a time: it spares them conflicts with each other. Correctness
-	// across processes comes from the filter (MongoDB) or the revision claims (FerretDB).
-	s.entityWrites.Lock()
-	defer s.entityWrites.Unlock()
+	// In-process writes of one entity go one at a time: it spares them conflicts with each
+	// other. Correctness across processes comes from the filter (MongoDB) or the revision
+	// claims (FerretDB).
+	ids := make([]string, len(writes))
+	for i, w := range writes {
+		ids[i] = w.id()
+	}
+	locked := s.entityLocks.lock(Locks{Write: ids})
+	defer locked.unlock()
 	return s.writeLocked(ctx, writes, s.idOnly && s.soleWriter)
 }
 
-// PlanAndWrite writes what plan returns, as WriteEntities would. When this process is the sole
-// writer of a FerretDB store, plan runs under the write lock: nothing can change what it read
-// before its writes apply, so they need no revision check, which saves a lookup per entity.
-func (s *Store) PlanAndWrite(ctx context.Context, plan func() ([]EntityWrite, error)) error {
+// PlanAndWrite writes what plan returns, as WriteEntities would; locks name the entities plan
+// reads. When this process is the sole writer of a FerretDB store, plan runs under their locks:
+// nothing can change what it read before its writes apply, so they need no revision check,
+// which saves a lookup per entity. Deliveries of other entities plan and write meanwhile. A
+// write the locks do not allow (see Locks) is ErrConflict: read again, with other locks.
+func (s *Store) PlanAndWrite(ctx context.Context, locks Locks, plan func() ([]EntityWrite, error)) error {
 	if !s.idOnly || !s.soleWriter {
 		writes, err := plan()
 		if err != nil {
@@ -131,17 +138,22 @@ func (s *Store) PlanAndWrite(ctx context.Context, plan func() ([]EntityWrite, er
 		}
 		return s.WriteEntities(ctx, writes)
 	}
-	s.entityWrites.Lock()
-	defer s.entityWrites.Unlock()
+	locked := s.entityLocks.lock(locks)
+	defer locked.unlock()
 	writes, err := plan()
 	if err != nil {
 		return err
 	}
+	for _, w := range writes {
+		if !locked.allows(w) {
+			return fmt.Errorf("%w: the plan writes %s, which it did not lock for writing", ErrConflict, w.id())
+		}
+	}
 	return s.writeLocked(ctx, writes, false)
 }
 
-// writeLocked is WriteEntities under the write lock; check re-reads the revisions (sole writer
-// on FerretDB, when the writer read them before taking the lock).
+// writeLocked is WriteEntities under the locks of the written entities; check re-reads the
+// revisions (sole writer on FerretDB, when the writer read them before taking the locks).
 func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check bool) error {
 	chain := map[string]*revState{} // FerretDB: what this call's earlier writes left of each entity
 	for start := 0; start < len(writes); start += BulkChunk {
@@ -205,12 +217,12 @@ func (s *Store) bulkWriteEntities(ctx context.Context, models []mongo.WriteModel
 }
 
 // SoleWriter declares this process the only one that writes entities to the store (intake dev
-// with its embedded server): on FerretDB the per-process write lock with revision checks by _id
+// with its embedded server): on FerretDB the per-process entity locks with revision checks by _id
 // is then enough, and each write saves the cross-process claims' three to four operations.
 func (s *Store) SoleWriter() { s.soleWriter = true }
 
 // checkRevisions verifies, by indexed _id lookups, that every entity of the chunk is still at
-// the revision its writer read (0: absent). The caller holds the write lock.
+// the revision its writer read (0: absent). The caller holds the entities' locks.
 func (s *Store) checkRevisions(ctx context.Context, chunk []EntityWrite) error {
 	seen := map[string]int64{} // a chunk may write one entity twice: the second expects the first's revision
 	for _, w := range chunk {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -47,9 +46,9 @@ type Store struct {
 	db     *mongo.Database
 	// keys encrypt integration secrets at rest: the first seals, every one is tried to open.
 	keys [][]byte
-	// entityWrites serializes this process's entity writes, which spares them conflicts with
-	// each other; the revision guard itself holds across processes (guard.go).
-	entityWrites sync.Mutex
+	// entityLocks serialize this process's writes of one entity, which spares them conflicts
+	// with each other; the revision guard itself holds across processes (guard.go).
+	entityLocks *entityLocks
 	// idOnly is set on FerretDB, which uses its _id index only for a filter that is exactly one
 	// scalar _id equality ({_id: x}); $in and {_id, rev} filters scan the whole table there.
 	idOnly bool
@@ -87,7 +86,7 @@ func Open(ctx context.Context, uri, database string, keys ...[]byte) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", redactURI(uri), err)
 	}
-	s := &Store{client: client, db: client.Database(database), updates: semaphore.NewWeighted(maxUpdatesInFlight)}
+	s := &Store{client: client, db: client.Database(database), updates: semaphore.NewWeighted(maxUpdatesInFlight), entityLocks: newEntityLocks()}
 	for _, k := range keys {
 		if len(k) > 0 {
 			s.keys = append(s.keys, k)

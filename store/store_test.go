@@ -129,7 +129,62 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 	for name, st := range map[string]*store.Store{"claims": s, "sole writer": sole} {
 		t.Run(name, func(t *testing.T) { revisionGuards(t, st, strings.ReplaceAll(name, " ", "")) })
 	}
+	t.Run("sole writer: plans of other entities, or reading the same one, go on while one holds its lock", func(t *testing.T) {
+		stripes := map[int]bool{store.StripeOf("t/held"): true, store.StripeOf("t/team"): true, store.StripeOf("t/free"): true}
+		require.Len(t, stripes, 3, "the test's entities share no lock stripe")
+		held, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		defer once.Do(func() { close(release) }) // on failure too: later tests need these stripes
+		slow := make(chan error, 1)
+		go func() {
+			slow <- sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/held"}, Read: []string{"t/team"}}, func() ([]store.EntityWrite, error) {
+				close(held)
+				<-release
+				return nil, nil
+			})
+		}()
+		<-held
+		other := &store.EntityDoc{ID: "t/free", Template: "t", Identifier: "free", Properties: map[string]any{}, Relations: map[string]any{}}
+		done := make(chan error, 1)
+		go func() {
+			// t/team as well: a placeholder (an insert) is allowed under a read lock
+			team := &store.EntityDoc{ID: "t/team", Template: "t", Identifier: "team", Properties: map[string]any{}, Relations: map[string]any{}}
+			done <- sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/free"}, Read: []string{"t/team"}}, func() ([]store.EntityWrite, error) {
+				return []store.EntityWrite{{Doc: team}, {Doc: other}}, nil
+			})
+		}()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("a plan of another entity waited for the held one")
+		}
+		once.Do(func() { close(release) })
+		require.NoError(t, <-slow)
+		for _, id := range []string{"free", "team"} {
+			_, err := sole.GetEntity(ctx, "t", id)
+			require.NoError(t, err, id)
+		}
+	})
+	t.Run("sole writer: a plan that changes an entity it did not lock for writing is a conflict", func(t *testing.T) {
+		team := &store.EntityDoc{ID: "t/team", Template: "t", Identifier: "team", Properties: map[string]any{"v": "changed"}, Relations: map[string]any{}}
+		err := sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/member"}, Read: []string{"t/team"}}, func() ([]store.EntityWrite, error) {
+			return []store.EntityWrite{{Doc: team, Rev: 1}}, nil
+		})
+		assert.ErrorIs(t, err, store.ErrConflict)
+		got, err := sole.GetEntity(ctx, "t", "team")
+		require.NoError(t, err)
+		assert.Empty(t, got.Properties, "the change was not applied")
 
+		// an entity it did not name at all
+		require.NotEqual(t, store.StripeOf("t/named"), store.StripeOf("t/stray"))
+		err = sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/named"}}, func() ([]store.EntityWrite, error) {
+			return []store.EntityWrite{{Doc: &store.EntityDoc{ID: "t/stray", Template: "t", Identifier: "stray", Properties: map[string]any{}, Relations: map[string]any{}}}}, nil
+		})
+		assert.ErrorIs(t, err, store.ErrConflict)
+		_, err = sole.GetEntity(ctx, "t", "stray")
+		assert.ErrorIs(t, err, store.ErrNotFound, "the stray write was not applied")
+	})
 	t.Run("audit inserts are idempotent by id", func(t *testing.T) {
 		e := intake.AuditEntry{ID: "a1", Action: "CREATE", ResourceType: "entity", Status: "SUCCESS",
 			Trigger: intake.AuditTrigger{At: time.Now(), By: intake.AuditBy{IntegrationID: "i"}, Origin: "WEBHOOK"}}
@@ -238,11 +293,11 @@ func revisionGuards(t *testing.T, st *store.Store, p string) {
 
 	t.Run("concurrent plans that read and write lose nothing", func(t *testing.T) {
 		eightWriters(t, st, "t/plan"+p, func(plan func() ([]store.EntityWrite, error)) error {
-			return st.PlanAndWrite(ctx, plan)
+			return st.PlanAndWrite(ctx, store.Locks{Write: []string{"t/plan" + p}}, plan)
 		})
 		// A plan's error is returned and nothing is written.
 		boom := errors.New("boom")
-		assert.ErrorIs(t, st.PlanAndWrite(ctx, func() ([]store.EntityWrite, error) { return nil, boom }), boom)
+		assert.ErrorIs(t, st.PlanAndWrite(ctx, store.Locks{Write: []string{"t/boom"}}, func() ([]store.EntityWrite, error) { return nil, boom }), boom)
 	})
 }
 
