@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
 
+	"intake/embedded/checkpoint"
 	"intake/tclient"
 )
 
@@ -47,8 +49,9 @@ type TemporalConfig struct {
 
 // Temporal is a running embedded Temporal server.
 type Temporal struct {
-	server   temporal.Server
-	frontend string
+	server       temporal.Server
+	frontend     string
+	checkpointer *checkpoint.Checkpointer
 }
 
 // StartTemporal creates the schema and namespace if needed and starts every service.
@@ -188,7 +191,12 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("start temporal server: %w", err)
 	}
-	return &Temporal{server: srv, frontend: frontend}, nil
+	files := []string{cfg.DatabaseFile}
+	if vis := VisibilityDatabase(cfg.DatabaseFile); vis != cfg.DatabaseFile {
+		files = append(files, vis)
+	}
+	cp := checkpoint.Start(slog.Default().With("component", "temporal-sqlite"), files...)
+	return &Temporal{server: srv, frontend: frontend, checkpointer: cp}, nil
 }
 
 // VisibilityFile is the SQLite file of the visibility store, next to DatabaseFile.
@@ -214,8 +222,10 @@ func sqliteConfig(file string) *config.SQL {
 		DatabaseName: file,
 		// WAL and synchronous=normal: without them the server rewrites gigabytes for a tiny
 		// database and completes only ~10 workflows/s (design.md §7). One connection (MaxConns 0).
+		// No automatic checkpoint: a Checkpointer does it beside the server (see there).
 		ConnectAttributes: map[string]string{
 			"mode": "rwc", "journal_mode": "wal", "synchronous": "normal", "busy_timeout": "5000",
+			"wal_autocheckpoint": "0",
 		},
 	}
 }
@@ -223,8 +233,12 @@ func sqliteConfig(file string) *config.SQL {
 // FrontendAddr is the gRPC address clients dial.
 func (t *Temporal) FrontendAddr() string { return t.frontend }
 
-// Stop stops every service.
-func (t *Temporal) Stop() error { return t.server.Stop() }
+// Stop stops every service, then checkpoints the files a last time.
+func (t *Temporal) Stop() error {
+	err := t.server.Stop()
+	t.checkpointer.Stop()
+	return err
+}
 
 func resolvePort(addr string) (string, int, error) {
 	if addr == "" {

@@ -26,7 +26,10 @@ func (s *Store) InsertAudit(ctx context.Context, entries []intake.AuditEntry) er
 			chunk[i].Trigger.At = chunk[i].Trigger.At.UTC().Truncate(time.Millisecond)
 			docs[i] = chunk[i]
 		}
-		if err := ignoreDuplicates(s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))); err != nil {
+		err := s.write(ctx, func() error {
+			return ignoreDuplicates(s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+		})
+		if err != nil {
 			return fmt.Errorf("write %d audit entries: %w", len(docs), err)
 		}
 	}

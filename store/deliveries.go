@@ -95,8 +95,11 @@ func (s *Store) RecordAccepted(ctx context.Context, d intake.Delivery, workflowI
 	set := append(insertFields(d),
 		bson.E{Key: "status", Value: intake.StatusAccepted}, bson.E{Key: "workflow_id", Value: workflowID},
 		bson.E{Key: "run_id", Value: runID}, bson.E{Key: "updated_at", Value: time.Now().UTC()})
-	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
-		bson.D{{Key: "$setOnInsert", Value: set}}, options.UpdateOne().SetUpsert(true))
+	err := s.write(ctx, func() error {
+		_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
+			bson.D{{Key: "$setOnInsert", Value: set}}, options.UpdateOne().SetUpsert(true))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record delivery %s: %w", d.ID, err)
 	}
@@ -183,8 +186,11 @@ func (s *Store) RecordOutcome(ctx context.Context, d intake.Delivery, o Delivery
 		return err
 	}
 	defer release()
-	_, err = s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
-		options.UpdateOne().SetUpsert(upsert))
+	err = s.write(ctx, func() error {
+		_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
+			options.UpdateOne().SetUpsert(upsert))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record outcome of %s: %w", id, err)
 	}

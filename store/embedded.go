@@ -12,6 +12,8 @@ import (
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 	_ "modernc.org/sqlite" // the SQLite driver FerretDB itself uses
+
+	"intake/embedded/checkpoint"
 )
 
 // Embedded is an in-process MongoDB-protocol server (FerretDB v1.24.2, SQLite backend) keeping
@@ -21,6 +23,8 @@ type Embedded struct {
 	uri    string
 	cancel context.CancelFunc
 	done   chan struct{}
+	// checkpointer copies the SQLite logs into the databases (FerretDB runs without autocheckpoint)
+	checkpointer *checkpoint.Checkpointer
 }
 
 // StartEmbedded starts FerretDB listening on addr ("127.0.0.1:0" picks a free port).
@@ -33,9 +37,10 @@ func StartEmbedded(dir, addr string, log *slog.Logger) (*Embedded, error) {
 		return nil, err
 	}
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: addr},
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/?_pragma=synchronous(normal)",
+		Listener: ferretdb.ListenerConfig{TCP: addr},
+		Handler:  "sqlite",
+		// No automatic checkpoint: a Checkpointer does it beside the server (embedded/checkpoint).
+		SQLiteURL: "file:" + abs + "/?_pragma=synchronous(normal)&_pragma=wal_autocheckpoint(0)",
 		Logger:    log,
 	})
 	if err != nil {
@@ -47,6 +52,7 @@ func StartEmbedded(dir, addr string, log *slog.Logger) (*Embedded, error) {
 		defer close(e.done)
 		_ = f.Run(ctx)
 	}()
+	e.checkpointer = checkpoint.Start(log, filepath.Join(abs, "*.sqlite"))
 	return e, nil
 }
 
@@ -57,6 +63,7 @@ func (e *Embedded) URI() string { return e.uri }
 func (e *Embedded) Stop() {
 	e.cancel()
 	<-e.done
+	e.checkpointer.Stop()
 }
 
 // IDIndexName is the SQLite index AddIDIndexes creates on each collection's table.

@@ -203,7 +203,11 @@ func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check boo
 
 // bulkWriteEntities runs guarded writes in order: ErrConflict when one did not apply.
 func (s *Store) bulkWriteEntities(ctx context.Context, models []mongo.WriteModel) error {
-	res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+	var res *mongo.BulkWriteResult
+	err := s.write(ctx, func() (err error) {
+		res, err = s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+		return err
+	})
 	if mongo.IsDuplicateKeyError(err) {
 		return ErrConflict
 	}

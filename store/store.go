@@ -58,6 +58,28 @@ type Store struct {
 	updates *semaphore.Weighted
 	// soleWriter: no other process writes entities here (SoleWriter).
 	soleWriter bool
+	// writeTurn, when set, lets one write operation at a time reach the server (OneWriteAtATime).
+	writeTurn chan struct{}
+}
+
+// OneWriteAtATime sends this process's write operations to the server one at a time, in the
+// order they come. For the embedded FerretDB on SQLite, which has one writer per file: writes
+// sent together there wait in SQLite's busy handler, which sleeps 1, 2, 5, 10 … 100 ms between
+// tries, so under load an insert that takes a few milliseconds alone waited tens of them.
+func (s *Store) OneWriteAtATime() { s.writeTurn = make(chan struct{}, 1) }
+
+// write runs op in this process's write turn (OneWriteAtATime), or at once.
+func (s *Store) write(ctx context.Context, op func() error) error {
+	if s.writeTurn == nil {
+		return op()
+	}
+	select {
+	case s.writeTurn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the store: %w", ctx.Err())
+	}
+	defer func() { <-s.writeTurn }()
+	return op()
 }
 
 // maxUpdatesInFlight keeps FerretDB's update operations well under its pool of 100.

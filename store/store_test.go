@@ -126,6 +126,7 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 	require.NoError(t, err)
 	defer sole.Close(ctx)
 	sole.SoleWriter()
+	sole.OneWriteAtATime()
 	for name, st := range map[string]*store.Store{"claims": s, "sole writer": sole} {
 		t.Run(name, func(t *testing.T) { revisionGuards(t, st, strings.ReplaceAll(name, " ", "")) })
 	}

@@ -137,7 +137,10 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	}
 	switch cfg.StoreWriters {
 	case "one":
+		// The one writer of a store is intake dev's worker on its embedded FerretDB, whose
+		// SQLite file takes one write at a time anyway: queue them here, not in SQLite.
 		p.store.SoleWriter()
+		p.store.OneWriteAtATime()
 	case "auto": // intake dev: set to "one" when it runs the embedded store and the worker role
 	case "many":
 	default:
