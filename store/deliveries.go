@@ -95,7 +95,7 @@ func (s *Store) RecordAccepted(ctx context.Context, d intake.Delivery, workflowI
 	set := append(insertFields(d),
 		bson.E{Key: "status", Value: intake.StatusAccepted}, bson.E{Key: "workflow_id", Value: workflowID},
 		bson.E{Key: "run_id", Value: runID}, bson.E{Key: "updated_at", Value: time.Now().UTC()})
-	err := s.write(ctx, func() error {
+	err := s.writeFirst(ctx, func() error {
 		_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
 			bson.D{{Key: "$setOnInsert", Value: set}}, options.UpdateOne().SetUpsert(true))
 		return err

@@ -58,27 +58,34 @@ type Store struct {
 	updates *semaphore.Weighted
 	// soleWriter: no other process writes entities here (SoleWriter).
 	soleWriter bool
-	// writeTurn, when set, lets one write operation at a time reach the server (OneWriteAtATime).
-	writeTurn chan struct{}
+	// turn, when set, lets one write operation at a time reach the server (OneWriteAtATime).
+	turn *writeTurn
 }
 
 // OneWriteAtATime sends this process's write operations to the server one at a time, in the
-// order they come. For the embedded FerretDB on SQLite, which has one writer per file: writes
-// sent together there wait in SQLite's busy handler, which sleeps 1, 2, 5, 10 … 100 ms between
-// tries, so under load an insert that takes a few milliseconds alone waited tens of them.
-func (s *Store) OneWriteAtATime() { s.writeTurn = make(chan struct{}, 1) }
+// order they come, except that a delivery's record at accept goes before the workers' waiting
+// writes: a sender waits for it, a workflow can wait. For the embedded FerretDB on SQLite, which
+// has one writer per file: writes sent together there wait in SQLite's busy handler, which
+// sleeps 1, 2, 5, 10 … 100 ms between tries, so under load an insert that takes a few
+// milliseconds alone waited tens of them.
+func (s *Store) OneWriteAtATime() { s.turn = &writeTurn{} }
 
 // write runs op in this process's write turn (OneWriteAtATime), or at once.
-func (s *Store) write(ctx context.Context, op func() error) error {
-	if s.writeTurn == nil {
+func (s *Store) write(ctx context.Context, op func() error) error { return s.writeIn(ctx, false, op) }
+
+// writeFirst is write for a write a sender waits for: it goes before the others waiting.
+func (s *Store) writeFirst(ctx context.Context, op func() error) error {
+	return s.writeIn(ctx, true, op)
+}
+
+func (s *Store) writeIn(ctx context.Context, first bool, op func() error) error {
+	if s.turn == nil {
 		return op()
 	}
-	select {
-	case s.writeTurn <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("wait for the store: %w", ctx.Err())
+	if err := s.turn.acquire(ctx, first); err != nil {
+		return err
 	}
-	defer func() { <-s.writeTurn }()
+	defer s.turn.release()
 	return op()
 }
 
