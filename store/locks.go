@@ -22,8 +22,6 @@ type entityLocks struct {
 
 const lockStripes = 256
 
-func newEntityLocks() *entityLocks { return &entityLocks{} }
-
 // stripeOf is the stripe of an entity ID: a fixed hash, so that which IDs share one is the same
 // in every run.
 func stripeOf(id string) int {

@@ -48,7 +48,7 @@ type Store struct {
 	keys [][]byte
 	// entityLocks serialize this process's writes of one entity, which spares them conflicts
 	// with each other; the revision guard itself holds across processes (guard.go).
-	entityLocks *entityLocks
+	entityLocks entityLocks
 	// idOnly is set on FerretDB, which uses its _id index only for a filter that is exactly one
 	// scalar _id equality ({_id: x}); $in and {_id, rev} filters scan the whole table there.
 	idOnly bool
@@ -115,7 +115,7 @@ func Open(ctx context.Context, uri, database string, keys ...[]byte) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", redactURI(uri), err)
 	}
-	s := &Store{client: client, db: client.Database(database), updates: semaphore.NewWeighted(maxUpdatesInFlight), entityLocks: newEntityLocks()}
+	s := &Store{client: client, db: client.Database(database), updates: semaphore.NewWeighted(maxUpdatesInFlight)}
 	for _, k := range keys {
 		if len(k) > 0 {
 			s.keys = append(s.keys, k)

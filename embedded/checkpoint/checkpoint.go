@@ -49,7 +49,7 @@ func (c *Checkpointer) run(ctx context.Context, patterns []string) {
 	failing := map[string]bool{}
 	defer func() {
 		for _, db := range dbs {
-			_ = Once(context.Background(), db)
+			_ = once(context.Background(), db)
 			_ = db.Close()
 		}
 	}()
@@ -74,7 +74,7 @@ func (c *Checkpointer) run(ctx context.Context, patterns []string) {
 					db.SetMaxOpenConns(1)
 					dbs[file] = db
 				}
-				err := Once(ctx, db)
+				err := once(ctx, db)
 				switch {
 				case err != nil && !failing[file] && ctx.Err() == nil:
 					c.log.Warn("sqlite checkpoint failed; retrying", "file", file, "err", err)
@@ -88,8 +88,8 @@ func (c *Checkpointer) run(ctx context.Context, patterns []string) {
 	}
 }
 
-// Once copies what it can of db's write-ahead log into the database, blocking no one.
-func Once(ctx context.Context, db *sql.DB) error {
+// once copies what it can of db's write-ahead log into the database, blocking no one.
+func once(ctx context.Context, db *sql.DB) error {
 	var busy, logPages, copied int
 	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logPages, &copied); err != nil {
 		return fmt.Errorf("wal_checkpoint: %w", err)
