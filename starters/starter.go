@@ -61,7 +61,10 @@ func DeliveryKey(raw string) string {
 }
 
 // WorkflowID is the ID of a delivery's workflow.
-func WorkflowID(integration, key string) string { return "ingest." + integration + "." + key }
+func WorkflowID(integration, key string) string { return ingestPrefix + integration + "." + key }
+
+// ingestPrefix starts the ID of every delivery's workflow; the rest is the delivery's ID.
+const ingestPrefix = "ingest."
 
 // Start starts the delivery's workflow, or finds the one already started with its ID: a key
 // that is running or succeeded is not processed twice; a failed one may run again. It settles

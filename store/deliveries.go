@@ -416,27 +416,6 @@ func listNewestFirst[T any](ctx context.Context, s *Store, col string, filter bs
 	return out, encodeCursor(t.UTC().Format(time.RFC3339Nano), id), nil
 }
 
-// StaleAccepted lists deliveries still "accepted" that were received before the cutoff: either
-// their workflow is still running, or it closed without recording an outcome (the reconciler
-// tells which).
-func (s *Store) StaleAccepted(ctx context.Context, before time.Time, limit int) ([]intake.DeliveryRecord, error) {
-	cur, err := s.db.Collection(colDeliveries).Find(ctx,
-		bson.D{{Key: "status", Value: intake.StatusAccepted}, {Key: "received_at", Value: bson.D{{Key: "$lt", Value: before}}}},
-		options.Find().SetLimit(int64(limit)).SetProjection(bson.D{{Key: "body", Value: 0}}))
-	if err != nil {
-		return nil, fmt.Errorf("list stale deliveries: %w", err)
-	}
-	var docs []deliveryDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("list stale deliveries: %w", err)
-	}
-	out := make([]intake.DeliveryRecord, len(docs))
-	for i := range docs {
-		out[i] = docs[i].record()
-	}
-	return out, nil
-}
-
 // MarkOrphaned fails a delivery that is still "accepted" (and only then: an outcome recorded
 // meanwhile wins).
 func (s *Store) MarkOrphaned(ctx context.Context, id string, f intake.Failure) (bool, error) {

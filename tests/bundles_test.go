@@ -33,7 +33,7 @@ func TestSeedBundles(t *testing.T) {
 	up := upstream.New()
 	api := httptest.NewServer(up)
 	defer api.Close()
-	s := startDev(t, "INTAKE_HYDRATION_ALLOW=127.0.0.1", "INTAKE_RECONCILE_EVERY=1s", "INTAKE_RECONCILE_AFTER=2s")
+	s := startDev(t, "INTAKE_HYDRATION_ALLOW=127.0.0.1", "INTAKE_RECONCILE_EVERY=1s")
 
 	bundles, err := examples.Bundles()
 	require.NoError(t, err)

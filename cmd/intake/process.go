@@ -81,7 +81,7 @@ func (p *process) connect(ctx context.Context) error {
 		}
 		if cfg.ReconcileEvery > 0 {
 			rec := &starters.Reconciler{Client: p.client, Store: p.store, Log: log.With("component", "reconciler"),
-				Every: cfg.ReconcileEvery, After: cfg.ReconcileAfter}
+				Namespace: cfg.TemporalNamespace, Every: cfg.ReconcileEvery, Lookback: cfg.ReconcileLookback}
 			go rec.Run(bg)
 		}
 		go p.countInFlight(bg, 15*time.Second)

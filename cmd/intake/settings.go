@@ -65,7 +65,7 @@ type settings struct {
 	HydrationAllow    string
 	MaxEntities       int
 	ReconcileEvery    time.Duration
-	ReconcileAfter    time.Duration
+	ReconcileLookback time.Duration
 	DeliveryRetention time.Duration
 	AuditRetention    time.Duration
 }
@@ -123,9 +123,9 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	maxEntities, _ := strconv.Atoi(envOr("INTAKE_MAX_ENTITIES", "1000"))
 	fs.IntVar(&s.MaxEntities, "max-entities", maxEntities, "entities one delivery may produce; above it the delivery fails ($INTAKE_MAX_ENTITIES)")
 	every, _ := time.ParseDuration(envOr("INTAKE_RECONCILE_EVERY", "1m"))
-	fs.DurationVar(&s.ReconcileEvery, "reconcile-every", every, "worker: how often deliveries left accepted are checked ($INTAKE_RECONCILE_EVERY)")
-	after, _ := time.ParseDuration(envOr("INTAKE_RECONCILE_AFTER", "10m"))
-	fs.DurationVar(&s.ReconcileAfter, "reconcile-after", after, "worker: age of an accepted delivery before its workflow is checked ($INTAKE_RECONCILE_AFTER)")
+	fs.DurationVar(&s.ReconcileEvery, "reconcile-every", every, "worker: how often ended workflows are looked for deliveries they left accepted; 0: never ($INTAKE_RECONCILE_EVERY)")
+	lookback, _ := time.ParseDuration(envOr("INTAKE_RECONCILE_LOOKBACK", "72h"))
+	fs.DurationVar(&s.ReconcileLookback, "reconcile-lookback", lookback, "worker: how far back, at start, ended workflows are looked for ($INTAKE_RECONCILE_LOOKBACK)")
 	keepDeliveries, _ := time.ParseDuration(envOr("INTAKE_DELIVERY_RETENTION", "720h"))
 	fs.DurationVar(&s.DeliveryRetention, "delivery-retention", keepDeliveries, "worker: delivery records (and their bodies) older than this are deleted; 0 keeps them ($INTAKE_DELIVERY_RETENTION)")
 	keepAudit, _ := time.ParseDuration(envOr("INTAKE_AUDIT_RETENTION", "0"))
