@@ -26,9 +26,12 @@ func (s *Store) InsertAudit(ctx context.Context, entries []intake.AuditEntry) er
 			chunk[i].Trigger.At = chunk[i].Trigger.At.UTC().Truncate(time.Millisecond)
 			docs[i] = chunk[i]
 		}
-		err := s.write(ctx, func() error {
-			return ignoreDuplicates(s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
-		})
+		var err error
+		if s.audits != nil {
+			err = s.audits.do(ctx, s, docs)
+		} else {
+			err = ignoreDuplicates(s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+		}
 		if err != nil {
 			return fmt.Errorf("write %d audit entries: %w", len(docs), err)
 		}

@@ -124,7 +124,10 @@ func (s *Store) RecordAcceptedMany(ctx context.Context, as []Accepted) error {
 			docs[i] = append(doc, bson.E{Key: "status", Value: intake.StatusAccepted}, bson.E{Key: "workflow_id", Value: a.WorkflowID},
 				bson.E{Key: "run_id", Value: a.RunID}, bson.E{Key: "updated_at", Value: now})
 		}
-		if err := ignoreDuplicates(s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))); err != nil {
+		err := s.writeFirst(ctx, func() error {
+			return ignoreDuplicates(s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+		})
+		if err != nil {
 			return fmt.Errorf("record %d accepted deliveries: %w", len(docs), err)
 		}
 	}
@@ -181,16 +184,19 @@ type DeliveryOutcome struct {
 // Idempotent: a retried activity writes the same values.
 func (s *Store) RecordOutcome(ctx context.Context, d intake.Delivery, o DeliveryOutcome) error {
 	id, update, upsert := outcomeUpdate(d, o)
-	release, err := s.updating(ctx, 1)
-	if err != nil {
-		return err
-	}
-	defer release()
-	err = s.write(ctx, func() error {
-		_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
+	var err error
+	if s.outcomes != nil {
+		err = s.outcomes.do(ctx, s, []mongo.WriteModel{
+			mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).SetUpdate(update).SetUpsert(upsert)})
+	} else {
+		var release func()
+		if release, err = s.updating(ctx, 1); err != nil {
+			return err
+		}
+		_, err = s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update,
 			options.UpdateOne().SetUpsert(upsert))
-		return err
-	})
+		release()
+	}
 	if err != nil {
 		return fmt.Errorf("record outcome of %s: %w", id, err)
 	}

@@ -58,8 +58,11 @@ type Store struct {
 	updates *semaphore.Weighted
 	// soleWriter: no other process writes entities here (SoleWriter).
 	soleWriter bool
-	// turn, when set, lets one write operation at a time reach the server (OneWriteAtATime).
-	turn *writeTurn
+	// turn, when set, lets one write operation at a time reach the server (OneWriteAtATime);
+	// audits and outcomes then combine the audit inserts and outcome updates waiting for it.
+	turn     *writeTurn
+	audits   *combiner[any]
+	outcomes *combiner[mongo.WriteModel]
 }
 
 // OneWriteAtATime sends this process's write operations to the server one at a time, in the
@@ -68,7 +71,24 @@ type Store struct {
 // has one writer per file: writes sent together there wait in SQLite's busy handler, which
 // sleeps 1, 2, 5, 10 … 100 ms between tries, so under load an insert that takes a few
 // milliseconds alone waited tens of them.
-func (s *Store) OneWriteAtATime() { s.turn = &writeTurn{} }
+// Audit entries and delivery outcomes that wait for the turn at the same time are written
+// together, one insert and one bulk update (see combiner).
+func (s *Store) OneWriteAtATime() {
+	s.turn = &writeTurn{}
+	s.audits = &combiner[any]{run: func(ctx context.Context, docs []any) (map[int]error, error) {
+		_, err := s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		return writeErrors(err, true)
+	}}
+	s.outcomes = &combiner[mongo.WriteModel]{run: func(ctx context.Context, models []mongo.WriteModel) (map[int]error, error) {
+		release, err := s.updating(ctx, len(models))
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		_, err = s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		return writeErrors(err, false)
+	}}
+}
 
 // write runs op in this process's write turn (OneWriteAtATime), or at once.
 func (s *Store) write(ctx context.Context, op func() error) error { return s.writeIn(ctx, false, op) }

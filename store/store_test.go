@@ -211,6 +211,43 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		assert.Equal(t, f.Details, got[0].Details)
 	})
 
+	t.Run("one write at a time: concurrent audits and outcomes, combined, all land once", func(t *testing.T) {
+		one, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
+		require.NoError(t, err)
+		defer one.Close(ctx)
+		one.OneWriteAtATime()
+		var wg sync.WaitGroup
+		errs := make(chan error, 80)
+		for i := range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := intake.Delivery{ID: fmt.Sprintf("comb.%d", i), Integration: "comb", Key: fmt.Sprint(i), Origin: intake.OriginWebhook,
+					Body: []byte(`{}`), ReceivedAt: time.Now()}
+				e := intake.AuditEntry{ID: fmt.Sprintf("comb-%d", i), Action: "CREATE", ResourceType: "entity", Status: "SUCCESS", DeliveryID: d.ID,
+					Trigger: intake.AuditTrigger{At: time.Now(), By: intake.AuditBy{IntegrationID: "comb"}, Origin: "WEBHOOK"}}
+				shared := e
+				shared.ID = "comb-shared" // every caller writes it: one entry, no error
+				errs <- one.InsertAudit(ctx, []intake.AuditEntry{e, shared})
+				errs <- one.RecordOutcome(ctx, d, store.DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "wf-" + d.ID, RunID: "r"})
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		got, _, err := s.ListAudit(ctx, intake.AuditFilter{Integration: "comb", Limit: 100})
+		require.NoError(t, err)
+		assert.Len(t, got, 41)
+		for i := range 40 {
+			rec, err := s.GetDelivery(ctx, fmt.Sprintf("comb.%d", i))
+			require.NoError(t, err)
+			assert.Equal(t, intake.DeliverySucceeded, rec.Status)
+			assert.Equal(t, fmt.Sprintf("wf-comb.%d", i), rec.WorkflowID)
+		}
+	})
+
 	t.Run("integration secrets are encrypted at rest", func(t *testing.T) {
 		in := &intake.Integration{Identifier: "sealed", Security: &intake.Security{SignatureHeaderName: "X", SignatureValue: "plain-s3cret", Secrets: []string{"next-s3cret"}}}
 		_, err := s.PutIntegration(ctx, in)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -86,4 +87,59 @@ func TestWriteTurnOrder(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, []string{"accept 1", "accept 2", "worker 1", "worker 2"}, order)
 	assert.False(t, s.turn.busy, "the turn is free once every write is done")
+}
+
+// Writes of one kind that wait for the turn together run as one operation; each caller gets the
+// error of its own items, and one that gives up while waiting leaves the others unharmed.
+func TestCombinedWrites(t *testing.T) {
+	s := &Store{}
+	s.OneWriteAtATime()
+	var mu sync.Mutex
+	var runs [][]int
+	c := &combiner[int]{run: func(_ context.Context, items []int) (map[int]error, error) {
+		mu.Lock()
+		runs = append(runs, append([]int(nil), items...))
+		mu.Unlock()
+		failed := map[int]error{}
+		for i, v := range items {
+			if v < 0 {
+				failed[i] = fmt.Errorf("item %d refused", v)
+			}
+		}
+		return failed, nil
+	}}
+	inside, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = s.write(context.Background(), func() error { close(inside); <-release; return nil })
+	}()
+	<-inside
+
+	errs := make([]chan error, 10)
+	for i := range errs {
+		errs[i] = make(chan error, 1)
+		items := []int{2 * i, 2*i + 1}
+		if i == 3 {
+			items[1] = -1
+		}
+		go func() { errs[i] <- c.do(context.Background(), s, items) }()
+	}
+	require.Eventually(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == 10 }, 5*time.Second, time.Millisecond)
+	gaveUp, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.ErrorIs(t, c.do(gaveUp, s, []int{100}), context.Canceled)
+
+	close(release)
+	for i := range errs {
+		err := <-errs[i]
+		if i == 3 {
+			assert.EqualError(t, err, "item -1 refused", "a caller gets its own item's error")
+		} else {
+			assert.NoError(t, err, "caller %d", i)
+		}
+	}
+	require.Eventually(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return !c.leading }, 5*time.Second, time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, runs, 1, "the writes that waited together ran as one operation")
+	assert.Len(t, runs[0], 21, "every waiting request's items, the one whose caller gave up included")
 }
