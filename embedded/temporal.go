@@ -84,6 +84,9 @@ func StartTemporal(cfg TemporalConfig) (*Temporal, error) {
 			}
 		}
 	}
+	if err := trimVisibility(visCfg.DatabaseName); err != nil {
+		return nil, err
+	}
 	// One datastore per file: two connections to one file would only wait on each other.
 	visStore, stores := "sqlite", map[string]config.DataStore{"sqlite": {SQL: sqlCfg}}
 	if visCfg.DatabaseName != sqlCfg.DatabaseName {

@@ -70,7 +70,7 @@ func (s *Store) ListAudit(ctx context.Context, f intake.AuditFilter) ([]intake.A
 // GetAudit reads one audit entry by its ID.
 func (s *Store) GetAudit(ctx context.Context, id string) (*intake.AuditEntry, error) {
 	var e intake.AuditEntry
-	err := s.db.Collection(colAudit).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&e)
+	err := s.findOne(ctx, colAudit, bson.D{{Key: "_id", Value: id}}).Decode(&e)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, ErrNotFound
 	}

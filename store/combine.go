@@ -11,13 +11,15 @@ import (
 
 // combiner merges the writes of one kind that wait for the write turn (OneWriteAtATime) at the
 // same time into one bulk operation: once the turn comes, every request queued by then (up to
-// maxCombined items) runs as one operation, and each caller gets its part of the answer. With one SQLite writer behind the embedded
-// store, an insert of twenty audit entries costs about what an insert of one does: under load,
-// a hundred Commits waited in the turn, one insert or update each.
+// max items) runs as one operation, and each caller gets its part of the answer. With one SQLite
+// writer behind the embedded store, an insert of twenty audit entries costs about what an
+// insert of one does: under load, a hundred Commits waited in the turn, one small write each.
 type combiner[T any] struct {
 	// run writes items in one operation; failed maps an item's position to its own error
 	// (the others were written), err is the error of them all.
 	run func(ctx context.Context, items []T) (failed map[int]error, err error)
+	// max bounds the items of one operation (a request is never split).
+	max int
 
 	mu      sync.Mutex
 	queue   []*combined[T]
@@ -29,9 +31,6 @@ type combined[T any] struct {
 	err   error
 	done  chan struct{}
 }
-
-// maxCombined bounds the items of one combined operation (a request is never split).
-const maxCombined = 4 * BulkChunk
 
 // combineTimeout bounds one combined operation, its wait for the turn included: the store's
 // own operation timeout.
@@ -75,7 +74,7 @@ func (c *combiner[T]) lead(s *Store) {
 			c.mu.Lock()
 			var group []*combined[T]
 			n := 0
-			for len(c.queue) > 0 && (len(group) == 0 || n+len(c.queue[0].items) <= maxCombined) {
+			for len(c.queue) > 0 && (len(group) == 0 || n+len(c.queue[0].items) <= c.max) {
 				n += len(c.queue[0].items)
 				group, c.queue = append(group, c.queue[0]), c.queue[1:]
 			}

@@ -28,7 +28,7 @@ func (s *Store) ConfigVersion(ctx context.Context) (int64, error) {
 	var doc struct {
 		Version int64 `bson:"version"`
 	}
-	err := s.db.Collection(colMeta).FindOne(ctx, bson.D{{Key: "_id", Value: configVersionID}}).Decode(&doc)
+	err := s.findOne(ctx, colMeta, bson.D{{Key: "_id", Value: configVersionID}}).Decode(&doc)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return 0, nil
 	}
@@ -169,7 +169,7 @@ func getConfig[T any](ctx context.Context, s *Store, col, id string) (*T, error)
 
 func getDoc(ctx context.Context, s *Store, col, id string) (*configDoc, error) {
 	var d configDoc
-	err := s.db.Collection(col).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
+	err := s.findOne(ctx, col, bson.D{{Key: "_id", Value: id}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, ErrNotFound
 	}

@@ -279,7 +279,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, ds []intake.Delivery, workf
 		for _, j := range taken {
 			i := start + j
 			var cur claimDoc
-			if err := col.FindOne(ctx, bson.D{{Key: "_id", Value: ds[i].ID}}).Decode(&cur); err != nil {
+			if err := s.findOne(ctx, colDeliveryClaims, bson.D{{Key: "_id", Value: ds[i].ID}}).Decode(&cur); err != nil {
 				return nil, fmt.Errorf("claim delivery %s: %w", ds[i].ID, err)
 			}
 			claimed[i] = cur.WorkflowID == workflowID && cur.RunID == runID
@@ -324,7 +324,7 @@ func (s *Store) RecordBatchOutcomes(ctx context.Context, ds []intake.Delivery, o
 // GetDelivery returns one delivery record or ErrNotFound.
 func (s *Store) GetDelivery(ctx context.Context, id string) (*intake.DeliveryRecord, error) {
 	var d deliveryDoc
-	err := s.db.Collection(colDeliveries).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
+	err := s.findOne(ctx, colDeliveries, bson.D{{Key: "_id", Value: id}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, ErrNotFound
 	}

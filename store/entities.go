@@ -61,7 +61,7 @@ func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*Ent
 	if s.idOnly {
 		for _, id := range ids {
 			var d EntityDoc
-			err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
+			err := s.findOne(ctx, colEntities, bson.D{{Key: "_id", Value: id}}).Decode(&d)
 			if errors.Is(err, mongo.ErrNoDocuments) {
 				continue
 			}
@@ -236,7 +236,7 @@ func (s *Store) checkRevisions(ctx context.Context, chunk []EntityWrite) error {
 			var d struct {
 				Rev int64 `bson:"rev"`
 			}
-			err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+			err := s.findOne(ctx, colEntities, bson.D{{Key: "_id", Value: id}},
 				options.FindOne().SetProjection(bson.D{{Key: "rev", Value: 1}})).Decode(&d)
 			switch {
 			case errors.Is(err, mongo.ErrNoDocuments):
@@ -268,7 +268,7 @@ func (w EntityWrite) id() string {
 // GetEntity returns one entity or ErrNotFound.
 func (s *Store) GetEntity(ctx context.Context, template, identifier string) (*intake.Entity, error) {
 	var d EntityDoc
-	err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: EntityKey(template, identifier)}}).Decode(&d)
+	err := s.findOne(ctx, colEntities, bson.D{{Key: "_id", Value: EntityKey(template, identifier)}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, ErrNotFound
 	}

@@ -148,7 +148,7 @@ func (s *Store) claim(ctx context.Context, id string, target int64) (int64, []st
 		var c struct {
 			At time.Time `bson:"at"`
 		}
-		err = s.db.Collection(colClaims).FindOne(ctx, bson.D{{Key: "_id", Value: cid}}).Decode(&c)
+		err = s.findOne(ctx, colClaims, bson.D{{Key: "_id", Value: cid}}).Decode(&c)
 		switch {
 		case errors.Is(err, mongo.ErrNoDocuments):
 			return 0, nil, ErrConflict // its holder just finished: read again
@@ -180,7 +180,7 @@ func (s *Store) revisionOf(ctx context.Context, id string) (revState, error) {
 	var d struct {
 		Rev int64 `bson:"rev"`
 	}
-	err := s.db.Collection(colEntities).FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+	err := s.findOne(ctx, colEntities, bson.D{{Key: "_id", Value: id}},
 		options.FindOne().SetProjection(bson.D{{Key: "rev", Value: 1}})).Decode(&d)
 	switch {
 	case err == nil:
@@ -197,7 +197,7 @@ func (s *Store) tombstone(ctx context.Context, id string) (int64, error) {
 	var t struct {
 		Rev int64 `bson:"rev"`
 	}
-	err := s.db.Collection(colTombstones).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&t)
+	err := s.findOne(ctx, colTombstones, bson.D{{Key: "_id", Value: id}}).Decode(&t)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return 0, nil
 	}

@@ -56,6 +56,8 @@ type Store struct {
 	// v1.24.2 holds one SQLite connection per operation of an update command until the command
 	// ends, and hangs for good once its pool of 100 is used up (concurrent bulk updates do it).
 	updates *semaphore.Weighted
+	// reads bounds the lookups in flight on FerretDB (findOne).
+	reads *semaphore.Weighted
 	// soleWriter: no other process writes entities here (SoleWriter).
 	soleWriter bool
 	// turn, when set, lets one write operation at a time reach the server (OneWriteAtATime);
@@ -75,11 +77,14 @@ type Store struct {
 // together, one insert and one bulk update (see combiner).
 func (s *Store) OneWriteAtATime() {
 	s.turn = &writeTurn{}
-	s.audits = &combiner[any]{run: func(ctx context.Context, docs []any) (map[int]error, error) {
+	s.audits = &combiner[any]{max: BulkChunk, run: func(ctx context.Context, docs []any) (map[int]error, error) {
 		_, err := s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 		return writeErrors(err, true)
 	}}
-	s.outcomes = &combiner[mongo.WriteModel]{run: func(ctx context.Context, models []mongo.WriteModel) (map[int]error, error) {
+	// Outcomes update records that exist (accepted): FerretDB holds a connection for each
+	// update of a bulk until the bulk ends, and a bulk of 150 of them hung it for good
+	// (TestCombinedOutcomesOnFerretDB). Half a chunk leaves the pool room for everything else.
+	s.outcomes = &combiner[mongo.WriteModel]{max: BulkChunk / 2, run: func(ctx context.Context, models []mongo.WriteModel) (map[int]error, error) {
 		release, err := s.updating(ctx, len(models))
 		if err != nil {
 			return nil, err
@@ -109,6 +114,25 @@ func (s *Store) writeIn(ctx context.Context, first bool, op func() error) error 
 	return op()
 }
 
+// maxReadsInFlight keeps FerretDB's lookups well under its pool of 100 connections.
+const maxReadsInFlight = 32
+
+// findOne is FindOne, with FerretDB's lookups bounded to maxReadsInFlight at a time: its pool
+// of 100 connections is shared with the updates of a bulk, each of which holds one until the
+// bulk ends. A Commit per delivery makes one lookup, and a worker runs up to a thousand local
+// activities at once: in a hang under load, 99 lookups waited for a connection there while a
+// bulk of outcomes held the rest. Lookups wait here instead, where waiting costs nothing.
+func (s *Store) findOne(ctx context.Context, col string, filter any, opts ...options.Lister[options.FindOneOptions]) *mongo.SingleResult {
+	if !s.idOnly {
+		return s.db.Collection(col).FindOne(ctx, filter, opts...)
+	}
+	if err := s.reads.Acquire(ctx, 1); err != nil {
+		return mongo.NewSingleResultFromDocument(bson.D{}, fmt.Errorf("wait for the store: %w", err), nil)
+	}
+	defer s.reads.Release(1)
+	return s.db.Collection(col).FindOne(ctx, filter, opts...)
+}
+
 // maxUpdatesInFlight keeps FerretDB's update operations well under its pool of 100.
 const maxUpdatesInFlight = 64
 
@@ -135,7 +159,8 @@ func Open(ctx context.Context, uri, database string, keys ...[]byte) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", redactURI(uri), err)
 	}
-	s := &Store{client: client, db: client.Database(database), updates: semaphore.NewWeighted(maxUpdatesInFlight)}
+	s := &Store{client: client, db: client.Database(database), updates: semaphore.NewWeighted(maxUpdatesInFlight),
+		reads: semaphore.NewWeighted(maxReadsInFlight)}
 	for _, k := range keys {
 		if len(k) > 0 {
 			s.keys = append(s.keys, k)

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"intake"
 )
 
 // With OneWriteAtATime a write waits for the one in progress; a caller that gives up while
@@ -96,7 +100,7 @@ func TestCombinedWrites(t *testing.T) {
 	s.OneWriteAtATime()
 	var mu sync.Mutex
 	var runs [][]int
-	c := &combiner[int]{run: func(_ context.Context, items []int) (map[int]error, error) {
+	c := &combiner[int]{max: 64, run: func(_ context.Context, items []int) (map[int]error, error) {
 		mu.Lock()
 		runs = append(runs, append([]int(nil), items...))
 		mu.Unlock()
@@ -142,4 +146,53 @@ func TestCombinedWrites(t *testing.T) {
 	defer mu.Unlock()
 	require.Len(t, runs, 1, "the writes that waited together ran as one operation")
 	assert.Len(t, runs[0], 21, "every waiting request's items, the one whose caller gave up included")
+}
+
+// Outcomes combined while the turn is held go in bulks FerretDB can run: more updates in one
+// bulk than its pool has connections waited forever.
+func TestCombinedOutcomesOnFerretDB(t *testing.T) {
+	emb, err := StartEmbedded(t.TempDir(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	t.Cleanup(emb.Stop)
+	ctx := context.Background()
+	s, err := Open(ctx, emb.URI(), "intake")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	s.OneWriteAtATime()
+	const n = 150
+	// The records exist (accepted), as they do when a workflow records its outcome: FerretDB
+	// then holds a connection for each update of a bulk until the bulk ends.
+	var accepted []Accepted
+	for i := range n {
+		accepted = append(accepted, Accepted{Delivery: outcomeDelivery(i), WorkflowID: "wf", RunID: "r"})
+	}
+	require.NoError(t, s.RecordAcceptedMany(ctx, accepted))
+
+	inside, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = s.write(ctx, func() error { close(inside); <-release; return nil })
+	}()
+	<-inside
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			errs <- s.RecordOutcome(ctx, outcomeDelivery(i), DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "wf", RunID: "r"})
+		}()
+	}
+	require.Eventually(t, func() bool { s.outcomes.mu.Lock(); defer s.outcomes.mu.Unlock(); return len(s.outcomes.queue) == n },
+		10*time.Second, time.Millisecond)
+	close(release)
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	for i := range n {
+		rec, err := s.GetDelivery(ctx, fmt.Sprintf("o.%d", i))
+		require.NoError(t, err)
+		assert.Equal(t, intake.DeliverySucceeded, rec.Status)
+	}
+}
+
+func outcomeDelivery(i int) intake.Delivery {
+	return intake.Delivery{ID: fmt.Sprintf("o.%d", i), Integration: "o", Key: fmt.Sprint(i), Origin: intake.OriginWebhook,
+		Body: []byte(`{}`), ReceivedAt: time.Now()}
 }
