@@ -159,6 +159,7 @@ func TestCombinedOutcomesOnFerretDB(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	s.OneWriteAtATime()
+	s.SoleWriter() // as intake dev runs it
 	const n = 150
 	// The records exist (accepted), as they do when a workflow records its outcome: FerretDB
 	// then holds a connection for each update of a bulk until the bulk ends.
@@ -173,7 +174,7 @@ func TestCombinedOutcomesOnFerretDB(t *testing.T) {
 		_ = s.write(ctx, func() error { close(inside); <-release; return nil })
 	}()
 	<-inside
-	errs := make(chan error, n)
+	errs := make(chan error, n+2*maxUpdatesInFlight)
 	for i := range n {
 		go func() {
 			errs <- s.RecordOutcome(ctx, outcomeDelivery(i), DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "wf", RunID: "r"})
@@ -181,8 +182,24 @@ func TestCombinedOutcomesOnFerretDB(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { s.outcomes.mu.Lock(); defer s.outcomes.mu.Unlock(); return len(s.outcomes.queue) == n },
 		10*time.Second, time.Millisecond)
+	// Entity writes waiting for the turn meanwhile, holding FerretDB's update allowance: the
+	// outcomes' bulk, in the turn, must not wait for it.
+	const entities = 2 * maxUpdatesInFlight
+	for i := range entities {
+		go func() {
+			doc := &EntityDoc{ID: fmt.Sprintf("t/%d", i), Template: "t", Identifier: fmt.Sprint(i), Properties: map[string]any{}, Relations: map[string]any{}}
+			errs <- s.WriteEntities(ctx, []EntityWrite{{Doc: doc}})
+		}()
+	}
+	require.Eventually(t, func() bool {
+		if s.updates.TryAcquire(1) {
+			s.updates.Release(1)
+			return false
+		}
+		return true
+	}, 10*time.Second, time.Millisecond)
 	close(release)
-	for range n {
+	for range n + entities {
 		require.NoError(t, <-errs)
 	}
 	for i := range n {
