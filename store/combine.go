@@ -106,10 +106,8 @@ func (c *combiner[T]) runGroup(ctx context.Context, group []*combined[T], n int)
 	at := 0
 	for _, r := range group {
 		r.err = err
-		for i := at; err == nil && i < at+len(r.items); i++ {
-			if failed[i] != nil {
-				r.err = failed[i]
-			}
+		for i := at; r.err == nil && i < at+len(r.items); i++ {
+			r.err = failed[i] // the first of its own items that failed
 		}
 		at += len(r.items)
 		close(r.done)

@@ -201,8 +201,14 @@ func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check boo
 	return nil
 }
 
-// bulkWriteEntities runs guarded writes in order: ErrConflict when one did not apply.
+// bulkWriteEntities runs guarded writes in order: ErrConflict when one did not apply. A sole
+// writer with one write at a time combines them with the other deliveries' entity writes
+// waiting for the turn (combinedEntityWrites): under its locks, each delivery's entities are
+// its own.
 func (s *Store) bulkWriteEntities(ctx context.Context, models []mongo.WriteModel) error {
+	if s.entities != nil && s.soleWriter {
+		return s.entities.do(ctx, s, models)
+	}
 	var res *mongo.BulkWriteResult
 	err := s.write(ctx, func() (err error) {
 		res, err = s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
@@ -218,6 +224,34 @@ func (s *Store) bulkWriteEntities(ctx context.Context, models []mongo.WriteModel
 		return ErrConflict
 	}
 	return nil
+}
+
+// combinedEntityWrites runs several deliveries' entity writes as one ordered bulk. The first
+// write that does not apply stops it, as it stops a delivery's own bulk: the delivery it belongs
+// to, and every one after it (none of their writes ran), gets ErrConflict and plans again; the
+// deliveries before it are written. A shortfall without an error (a replaced entity gone)
+// cannot be placed: every delivery of the bulk plans again.
+func (s *Store) combinedEntityWrites(ctx context.Context, models []mongo.WriteModel) (map[int]error, error) {
+	res, err := s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+	var bwe mongo.BulkWriteException
+	if errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0 {
+		first := bwe.WriteErrors[0]
+		failed := map[int]error{}
+		for i := first.Index; i < len(models); i++ {
+			failed[i] = ErrConflict
+		}
+		if !mongo.IsDuplicateKeyError(first) {
+			failed[first.Index] = fmt.Errorf("write entity: %w", first)
+		}
+		return failed, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write %d entities: %w", len(models), err)
+	}
+	if int(res.InsertedCount+res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
+		return nil, ErrConflict
+	}
+	return nil, nil
 }
 
 // SoleWriter declares this process the only one that writes entities to the store (intake dev

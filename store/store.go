@@ -65,6 +65,7 @@ type Store struct {
 	turn     *writeTurn
 	audits   *combiner[any]
 	outcomes *combiner[mongo.WriteModel]
+	entities *combiner[mongo.WriteModel] // sole writer only (combinedEntityWrites)
 }
 
 // OneWriteAtATime sends this process's write operations to the server one at a time, in the
@@ -81,6 +82,7 @@ func (s *Store) OneWriteAtATime() {
 		_, err := s.db.Collection(colAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 		return writeErrors(err, true)
 	}}
+	s.entities = &combiner[mongo.WriteModel]{max: BulkChunk / 2, run: s.combinedEntityWrites}
 	// Outcomes update records that exist (accepted): FerretDB holds a connection for each
 	// update of a bulk until the bulk ends, and a bulk of 150 of them hung it for good
 	// (TestCombinedOutcomesOnFerretDB). Half a chunk leaves the pool room for everything else.

@@ -213,3 +213,50 @@ func outcomeDelivery(i int) intake.Delivery {
 	return intake.Delivery{ID: fmt.Sprintf("o.%d", i), Integration: "o", Key: fmt.Sprint(i), Origin: intake.OriginWebhook,
 		Body: []byte(`{}`), ReceivedAt: time.Now()}
 }
+
+// Entity writes of several deliveries waiting together run as one ordered bulk: the deliveries
+// before the first write that fails are written, that one and those after it get ErrConflict
+// (and nothing of the later ones is written), so each plans again as it would alone.
+func TestCombinedEntityWrites(t *testing.T) {
+	emb, err := StartEmbedded(t.TempDir(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	t.Cleanup(emb.Stop)
+	ctx := context.Background()
+	s, err := Open(ctx, emb.URI(), "intake")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	s.OneWriteAtATime()
+	s.SoleWriter()
+	doc := func(id string) *EntityDoc {
+		return &EntityDoc{ID: "t/" + id, Template: "t", Identifier: id, Properties: map[string]any{}, Relations: map[string]any{}}
+	}
+	require.NoError(t, s.WriteEntities(ctx, []EntityWrite{{Doc: doc("taken")}}))
+
+	inside, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = s.write(ctx, func() error { close(inside); <-release; return nil })
+	}()
+	<-inside
+	results := map[string]chan error{}
+	for _, id := range []string{"first", "taken", "after"} {
+		results[id] = make(chan error, 1)
+		go func() {
+			// as a Commit writes: planned under its locks, no revision re-read
+			results[id] <- s.PlanAndWrite(ctx, Locks{Write: []string{"t/" + id}}, func() ([]EntityWrite, error) {
+				return []EntityWrite{{Doc: doc(id)}}, nil
+			})
+		}()
+		// queued in this order
+		require.Eventually(t, func() bool { s.entities.mu.Lock(); defer s.entities.mu.Unlock(); return len(s.entities.queue) == len(results) },
+			5*time.Second, time.Millisecond)
+	}
+	close(release)
+	assert.NoError(t, <-results["first"])
+	assert.ErrorIs(t, <-results["taken"], ErrConflict, "inserting an entity that exists is a conflict")
+	assert.ErrorIs(t, <-results["after"], ErrConflict, "a write after the failed one never ran")
+	got, err := s.EntitiesByID(ctx, []string{"t/first", "t/after"})
+	require.NoError(t, err)
+	assert.Contains(t, got, "t/first")
+	assert.NotContains(t, got, "t/after")
+	require.NoError(t, s.WriteEntities(ctx, []EntityWrite{{Doc: doc("after")}}), "planned again, it is written")
+}
