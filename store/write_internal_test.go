@@ -247,7 +247,11 @@ func TestCombinedEntityWrites(t *testing.T) {
 			})
 		}()
 		// queued in this order
-		require.Eventually(t, func() bool { s.entities.mu.Lock(); defer s.entities.mu.Unlock(); return len(s.entities.queue) == len(results) },
+		require.Eventually(t, func() bool {
+			s.entities.mu.Lock()
+			defer s.entities.mu.Unlock()
+			return len(s.entities.queue) == len(results)
+		},
 			5*time.Second, time.Millisecond)
 	}
 	close(release)
