@@ -412,8 +412,13 @@ func countGets(up *upstream.Server, path string) int {
 func deliveryOnceFailed(t *testing.T, s *stack, workflowID string, within time.Duration) intake.DeliveryRecord {
 	t.Helper()
 	var d intake.DeliveryRecord
+	path := "/api/v1/deliveries/" + strings.TrimPrefix(workflowID, "ingest.")
 	require.Eventually(t, func() bool {
-		s.request("GET", "/api/v1/deliveries/"+strings.TrimPrefix(workflowID, "ingest."), nil, true, &d)
+		// The receiver writes the record within 100 ms of the accept: until then, 404.
+		if code, _ := s.request("GET", path, nil, true, nil); code != http.StatusOK {
+			return false
+		}
+		s.request("GET", path, nil, true, &d)
 		return d.Status == intake.DeliveryFailed
 	}, within, 100*time.Millisecond)
 	return d

@@ -238,6 +238,12 @@ func (p *process) expire(ctx context.Context, deliveries, audit time.Duration) {
 // counted by Temporal's visibility (the backlog, whichever process accepted them).
 func (p *process) countInFlight(ctx context.Context, every time.Duration) {
 	for {
+		wait := every
+		if !p.configured.Load() || !p.catalog.Ready() {
+			// Not loaded yet (dev loads the examples after the worker starts): count as soon
+			// as it is, so the gauges do not wait a whole period to appear.
+			wait = 200 * time.Millisecond
+		}
 		for _, prog := range p.catalog.Programs() {
 			id := prog.Integration.Identifier
 			q := fmt.Sprintf("WorkflowType = 'IngestWorkflow' AND ExecutionStatus = 'Running' AND IntakeIntegration = '%s'", id)
@@ -253,7 +259,7 @@ func (p *process) countInFlight(ctx context.Context, every time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(every):
+		case <-time.After(wait):
 		}
 	}
 }
