@@ -151,15 +151,8 @@ func TestCombinedWrites(t *testing.T) {
 // Outcomes combined while the turn is held go in bulks FerretDB can run: more updates in one
 // bulk than its pool has connections waited forever.
 func TestCombinedOutcomesOnFerretDB(t *testing.T) {
-	emb, err := StartEmbedded(t.TempDir(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	t.Cleanup(emb.Stop)
 	ctx := context.Background()
-	s, err := Open(ctx, emb.URI(), "intake")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	s.OneWriteAtATime()
-	s.SoleWriter() // as intake dev runs it
+	s := devStore(t)
 	const n = 150
 	// The records exist (accepted), as they do when a workflow records its outcome: FerretDB
 	// then holds a connection for each update of a bulk until the bulk ends.
@@ -218,15 +211,8 @@ func outcomeDelivery(i int) intake.Delivery {
 // before the first write that fails are written, that one and those after it get ErrConflict
 // (and nothing of the later ones is written), so each plans again as it would alone.
 func TestCombinedEntityWrites(t *testing.T) {
-	emb, err := StartEmbedded(t.TempDir(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	t.Cleanup(emb.Stop)
 	ctx := context.Background()
-	s, err := Open(ctx, emb.URI(), "intake")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	s.OneWriteAtATime()
-	s.SoleWriter()
+	s := devStore(t)
 	doc := func(id string) *EntityDoc {
 		return &EntityDoc{ID: "t/" + id, Template: "t", Identifier: id, Properties: map[string]any{}, Relations: map[string]any{}}
 	}
@@ -263,4 +249,19 @@ func TestCombinedEntityWrites(t *testing.T) {
 	assert.Contains(t, got, "t/first")
 	assert.NotContains(t, got, "t/after")
 	require.NoError(t, s.WriteEntities(ctx, []EntityWrite{{Doc: doc("after")}}), "planned again, it is written")
+}
+
+// devStore is a store on its own embedded FerretDB, set up as intake dev runs it: one write at a
+// time, sole writer.
+func devStore(t *testing.T) *Store {
+	t.Helper()
+	emb, err := StartEmbedded(t.TempDir(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	t.Cleanup(emb.Stop)
+	s, err := Open(context.Background(), emb.URI(), "intake")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	s.OneWriteAtATime()
+	s.SoleWriter()
+	return s
 }
