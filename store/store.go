@@ -61,7 +61,7 @@ type Store struct {
 	// soleWriter: no other process writes entities here (SoleWriter).
 	soleWriter bool
 	// turn, when set, lets one write operation at a time reach the server (OneWriteAtATime);
-	// audits and outcomes then combine the audit inserts and outcome updates waiting for it.
+	// audits, outcomes and entities then combine the writes of their kind waiting for it.
 	turn     *writeTurn
 	audits   *combiner[any]
 	outcomes *combiner[mongo.WriteModel]
@@ -74,8 +74,8 @@ type Store struct {
 // has one writer per file: writes sent together there wait in SQLite's busy handler, which
 // sleeps 1, 2, 5, 10 … 100 ms between tries, so under load an insert that takes a few
 // milliseconds alone waited tens of them.
-// Audit entries and delivery outcomes that wait for the turn at the same time are written
-// together, one insert and one bulk update (see combiner).
+// Audit entries, delivery outcomes and (for a sole writer) entity writes that wait for the turn
+// at the same time are written together, one bulk operation per kind (see combiner).
 func (s *Store) OneWriteAtATime() {
 	s.turn = &writeTurn{}
 	s.audits = &combiner[any]{max: BulkChunk, run: func(ctx context.Context, docs []any) (map[int]error, error) {
