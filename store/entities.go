@@ -203,30 +203,24 @@ func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check boo
 
 // bulkWriteEntities runs guarded writes in order: ErrConflict when one did not apply. A sole
 // writer with one write at a time combines them with the other deliveries' entity writes
-// waiting for the turn (combinedEntityWrites): under its locks, each delivery's entities are
-// its own.
+// waiting for the turn: under its locks, each delivery's entities are its own.
 func (s *Store) bulkWriteEntities(ctx context.Context, models []mongo.WriteModel) error {
 	if s.entities != nil && s.soleWriter {
 		return s.entities.do(ctx, s, models)
 	}
-	var res *mongo.BulkWriteResult
+	var failed map[int]error
 	err := s.write(ctx, func() (err error) {
-		res, err = s.db.Collection(colEntities).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
+		failed, err = s.combinedEntityWrites(ctx, models)
 		return err
 	})
-	if mongo.IsDuplicateKeyError(err) {
-		return ErrConflict
+	for i := 0; err == nil && i < len(models); i++ {
+		err = failed[i] // the first write that did not apply
 	}
-	if err != nil {
-		return fmt.Errorf("write %d entities: %w", len(models), err)
-	}
-	if int(res.InsertedCount+res.MatchedCount+res.UpsertedCount+res.DeletedCount) < len(models) {
-		return ErrConflict
-	}
-	return nil
+	return err
 }
 
-// combinedEntityWrites runs several deliveries' entity writes as one ordered bulk. The first
+// combinedEntityWrites runs entity writes as one ordered bulk (several deliveries' when
+// combined; see bulkWriteEntities). The first
 // write that does not apply stops it, as it stops a delivery's own bulk: the delivery it belongs
 // to, and every one after it (none of their writes ran), gets ErrConflict and plans again; the
 // deliveries before it are written. A shortfall without an error (a replaced entity gone)
