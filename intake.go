@@ -302,7 +302,16 @@ type Delivery struct {
 	// Ref names a stored delivery the workflow loads first (claim check): bulk replays pass
 	// references, not bodies.
 	Ref string `json:"ref,omitempty"`
+	// Steps is the version of IngestWorkflow's steps its starter asked for (StepsPrepared, or 0
+	// from a starter of an earlier version). Being input, it tells a worker replaying a history
+	// which steps wrote it without a version marker, which would cost every delivery a marker
+	// and a search-attribute upsert.
+	Steps int `json:"steps,omitempty"`
 }
+
+// StepsPrepared is the current version of IngestWorkflow's steps: Verify, Map and Validate in
+// one local activity (Prepare), the store step first as a local activity.
+const StepsPrepared = 2
 
 // deliveryJSON is a Delivery as it appears in workflow input and history.
 type deliveryJSON struct {

@@ -55,7 +55,7 @@ func (a *Activities) upsert(ctx context.Context, in UpsertInput) ([]intake.Entit
 func (a *Activities) upsertOnce(ctx context.Context, ref Ref, changes []intake.EntityChange) error {
 	own, targets := touchedIDs(changes, a.Catalog.Templates())
 	return a.Store.PlanAndWrite(ctx, store.Locks{Write: own, Read: targets},
-		func() ([]store.EntityWrite, error) { return a.Plan(ctx, ref, changes) })
+		func(ctx context.Context) ([]store.EntityWrite, error) { return a.Plan(ctx, ref, changes) })
 }
 
 // Plan reads the entities the changes touch, sets each change's outcome (or failure) and returns

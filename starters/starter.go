@@ -71,6 +71,7 @@ const ingestPrefix = "ingest."
 // d.Key (URL-safe) and d.ID first.
 func (s *Starter) Start(ctx context.Context, d *intake.Delivery) (Started, error) {
 	Settle(d)
+	d.Steps = intake.StepsPrepared
 	started, err := s.startOnce(ctx, WorkflowID(d.Integration, d.Key), d.Integration, d.Origin, workflows.IngestWorkflow, *d)
 	started.DeliveryID = d.ID
 	return started, err
@@ -117,6 +118,7 @@ func (s *Starter) startOnce(ctx context.Context, wid, integration, origin string
 // Replay runs a stored delivery again, against the current configuration, as a new workflow
 // linked to the original (audit origin REPLAY).
 func (s *Starter) Replay(ctx context.Context, d intake.Delivery) (Started, error) {
+	d.Steps = intake.StepsPrepared
 	wid := workflows.ReplayWorkflowID(d.Integration, d.Key, strings.ToLower(ulid.Make().String()))
 	run, err := s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:        wid,

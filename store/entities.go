@@ -55,11 +55,18 @@ func (d *EntityDoc) Entity() intake.Entity {
 }
 
 // EntitiesByID loads entities by _id (one $in query per chunk; on FerretDB one indexed lookup
-// per id); absent ones are missing from the map.
+// per id, or none for an entity a sole writer has in its cache); absent ones are missing from
+// the map.
 func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*EntityDoc, error) {
 	out := make(map[string]*EntityDoc, len(ids))
 	if s.idOnly {
 		for _, id := range ids {
+			if s.cache != nil {
+				if d := s.cache.get(id); d != nil {
+					out[id] = d
+					continue
+				}
+			}
 			var d EntityDoc
 			err := s.findOne(ctx, colEntities, bson.D{{Key: "_id", Value: id}}).Decode(&d)
 			if errors.Is(err, mongo.ErrNoDocuments) {
@@ -70,6 +77,9 @@ func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*Ent
 			}
 			d.loaded()
 			out[id] = &d
+			if s.cache != nil && holds(ctx, id) {
+				s.cache.put(&d)
+			}
 		}
 		return out, nil
 	}
@@ -130,9 +140,9 @@ func (s *Store) WriteEntities(ctx context.Context, writes []EntityWrite) error {
 // nothing can change what it read before its writes apply, so they need no revision check,
 // which saves a lookup per entity. Deliveries of other entities plan and write meanwhile. A
 // write the locks do not allow (see Locks) is ErrConflict: read again, with other locks.
-func (s *Store) PlanAndWrite(ctx context.Context, locks Locks, plan func() ([]EntityWrite, error)) error {
+func (s *Store) PlanAndWrite(ctx context.Context, locks Locks, plan func(context.Context) ([]EntityWrite, error)) error {
 	if !s.idOnly || !s.soleWriter {
-		writes, err := plan()
+		writes, err := plan(ctx)
 		if err != nil {
 			return err
 		}
@@ -140,7 +150,7 @@ func (s *Store) PlanAndWrite(ctx context.Context, locks Locks, plan func() ([]En
 	}
 	locked := s.entityLocks.lock(locks)
 	defer locked.unlock()
-	writes, err := plan()
+	writes, err := plan(context.WithValue(ctx, lockedKey{}, locked)) // its reads may fill the cache
 	if err != nil {
 		return err
 	}
@@ -192,10 +202,23 @@ func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check boo
 		if err != nil {
 			return err
 		}
+		if s.cache != nil {
+			// forgotten while written; kept again only once the write applied
+			for _, w := range chunk {
+				s.cache.drop(w.id())
+			}
+		}
 		err = s.bulkWriteEntities(ctx, models)
 		release()
 		if err != nil {
 			return err
+		}
+		if s.cache != nil {
+			for _, w := range chunk {
+				if w.Doc != nil {
+					s.cache.put(w.Doc)
+				}
+			}
 		}
 	}
 	return nil
@@ -251,7 +274,12 @@ func (s *Store) combinedEntityWrites(ctx context.Context, models []mongo.WriteMo
 // SoleWriter declares this process the only one that writes entities to the store (intake dev
 // with its embedded server): on FerretDB the per-process entity locks with revision checks by _id
 // is then enough, and each write saves the cross-process claims' three to four operations.
-func (s *Store) SoleWriter() { s.soleWriter = true }
+func (s *Store) SoleWriter() {
+	s.soleWriter = true
+	if s.idOnly {
+		s.cache = newEntityCache()
+	}
+}
 
 // checkRevisions verifies, by indexed _id lookups, that every entity of the chunk is still at
 // the revision its writer read (0: absent). The caller holds the entities' locks.

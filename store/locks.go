@@ -92,3 +92,9 @@ func (h held) allows(w EntityWrite) bool {
 	i, found := slices.BinarySearchFunc(h.stripes, stripeOf(w.id()), func(s heldStripe, index int) int { return s.index - index })
 	return found && (h.stripes[i].exclusive || w.Doc != nil && w.Rev == 0)
 }
+
+// covers reports whether these stripes include id's, shared or exclusive.
+func (h held) covers(id string) bool {
+	_, found := slices.BinarySearchFunc(h.stripes, stripeOf(id), func(s heldStripe, index int) int { return s.index - index })
+	return found
+}

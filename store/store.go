@@ -60,6 +60,8 @@ type Store struct {
 	reads *semaphore.Weighted
 	// soleWriter: no other process writes entities here (SoleWriter).
 	soleWriter bool
+	// cache keeps the entities a sole writer on FerretDB read and wrote (see entityCache)
+	cache *entityCache
 	// turn, when set, lets one write operation at a time reach the server (OneWriteAtATime);
 	// audits, outcomes and entities then combine the writes of their kind waiting for it.
 	turn     *writeTurn

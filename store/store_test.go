@@ -138,7 +138,7 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		defer once.Do(func() { close(release) }) // on failure too: later tests need these stripes
 		slow := make(chan error, 1)
 		go func() {
-			slow <- sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/held"}, Read: []string{"t/team"}}, func() ([]store.EntityWrite, error) {
+			slow <- sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/held"}, Read: []string{"t/team"}}, func(context.Context) ([]store.EntityWrite, error) {
 				close(held)
 				<-release
 				return nil, nil
@@ -150,7 +150,7 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 		go func() {
 			// t/team as well: a placeholder (an insert) is allowed under a read lock
 			team := &store.EntityDoc{ID: "t/team", Template: "t", Identifier: "team", Properties: map[string]any{}, Relations: map[string]any{}}
-			done <- sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/free"}, Read: []string{"t/team"}}, func() ([]store.EntityWrite, error) {
+			done <- sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/free"}, Read: []string{"t/team"}}, func(context.Context) ([]store.EntityWrite, error) {
 				return []store.EntityWrite{{Doc: team}, {Doc: other}}, nil
 			})
 		}()
@@ -169,7 +169,7 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 	})
 	t.Run("sole writer: a plan that changes an entity it did not lock for writing is a conflict", func(t *testing.T) {
 		team := &store.EntityDoc{ID: "t/team", Template: "t", Identifier: "team", Properties: map[string]any{"v": "changed"}, Relations: map[string]any{}}
-		err := sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/member"}, Read: []string{"t/team"}}, func() ([]store.EntityWrite, error) {
+		err := sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/member"}, Read: []string{"t/team"}}, func(context.Context) ([]store.EntityWrite, error) {
 			return []store.EntityWrite{{Doc: team, Rev: 1}}, nil
 		})
 		assert.ErrorIs(t, err, store.ErrConflict)
@@ -179,12 +179,65 @@ func TestStoreAgainstEmbeddedServer(t *testing.T) {
 
 		// an entity it did not name at all
 		require.NotEqual(t, store.StripeOf("t/named"), store.StripeOf("t/stray"))
-		err = sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/named"}}, func() ([]store.EntityWrite, error) {
+		err = sole.PlanAndWrite(ctx, store.Locks{Write: []string{"t/named"}}, func(context.Context) ([]store.EntityWrite, error) {
 			return []store.EntityWrite{{Doc: &store.EntityDoc{ID: "t/stray", Template: "t", Identifier: "stray", Properties: map[string]any{}, Relations: map[string]any{}}}}, nil
 		})
 		assert.ErrorIs(t, err, store.ErrConflict)
 		_, err = sole.GetEntity(ctx, "t", "stray")
 		assert.ErrorIs(t, err, store.ErrNotFound, "the stray write was not applied")
+	})
+	t.Run("sole writer: entities it wrote, or read under a plan's locks, are answered from memory; nothing else", func(t *testing.T) {
+		cl, err := mongo.Connect(options.Client().ApplyURI(emb.URI()))
+		require.NoError(t, err)
+		defer cl.Disconnect(ctx)
+		entities := cl.Database("intake").Collection("entities")
+		behind := func(id, v string) { // a change the store does not see
+			_, err := entities.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "properties.v", Value: v}}}})
+			require.NoError(t, err)
+		}
+		read := func(id string) any {
+			got, err := sole.EntitiesByID(ctx, []string{id})
+			require.NoError(t, err)
+			require.Contains(t, got, id)
+			return got[id].Properties["v"]
+		}
+		doc := func(id, v string) *store.EntityDoc {
+			return &store.EntityDoc{ID: id, Template: "c", Identifier: id[2:], Properties: map[string]any{"v": v}, Relations: map[string]any{}}
+		}
+		write := func(id, v string, rev int64) error {
+			return sole.PlanAndWrite(ctx, store.Locks{Write: []string{id}}, func(context.Context) ([]store.EntityWrite, error) {
+				return []store.EntityWrite{{Doc: doc(id, v), Rev: rev}}, nil
+			})
+		}
+
+		require.NoError(t, write("c/written", "one", 0))
+		behind("c/written", "changed behind its back")
+		assert.Equal(t, "one", read("c/written"), "what it wrote is answered from memory")
+		require.NoError(t, write("c/written", "two", 1))
+		assert.Equal(t, "two", read("c/written"), "and replaced by its next write")
+		got, err := sole.EntitiesByID(ctx, []string{"c/written"})
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), got["c/written"].Rev)
+		got["c/written"].Properties["v"] = "a caller's change"
+		assert.Equal(t, "two", read("c/written"), "callers get copies")
+
+		require.NoError(t, s.WriteEntities(ctx, []store.EntityWrite{{Doc: doc("c/elsewhere", "db")}}))
+		assert.Equal(t, "db", read("c/elsewhere"))
+		behind("c/elsewhere", "db 2")
+		assert.Equal(t, "db 2", read("c/elsewhere"), "a read outside a plan's locks is not kept")
+		require.NoError(t, sole.PlanAndWrite(ctx, store.Locks{Read: []string{"c/elsewhere"}}, func(ctx context.Context) ([]store.EntityWrite, error) {
+			_, err := sole.EntitiesByID(ctx, []string{"c/elsewhere", "c/absent"})
+			return nil, err
+		}))
+		behind("c/elsewhere", "db 3")
+		assert.Equal(t, "db 2", read("c/elsewhere"), "a read under the plan's locks is kept")
+		got, err = sole.EntitiesByID(ctx, []string{"c/absent"})
+		require.NoError(t, err)
+		assert.Empty(t, got, "absence is not kept")
+
+		assert.ErrorIs(t, write("c/written", "three", 0), store.ErrConflict, "an insert of an entity that exists")
+		behind("c/written", "db 4")
+		assert.Equal(t, "db 4", read("c/written"), "a write that did not apply forgets what was kept")
 	})
 	t.Run("audit inserts are idempotent by id", func(t *testing.T) {
 		e := intake.AuditEntry{ID: "a1", Action: "CREATE", ResourceType: "entity", Status: "SUCCESS",
@@ -323,8 +376,8 @@ func revisionGuards(t *testing.T, st *store.Store, p string) {
 	})
 
 	t.Run("concurrent read-modify-write loops lose nothing", func(t *testing.T) {
-		eightWriters(t, st, "t/rmw"+p, func(plan func() ([]store.EntityWrite, error)) error {
-			writes, err := plan()
+		eightWriters(t, st, "t/rmw"+p, func(plan func(context.Context) ([]store.EntityWrite, error)) error {
+			writes, err := plan(ctx)
 			if err != nil {
 				return err
 			}
@@ -333,18 +386,18 @@ func revisionGuards(t *testing.T, st *store.Store, p string) {
 	})
 
 	t.Run("concurrent plans that read and write lose nothing", func(t *testing.T) {
-		eightWriters(t, st, "t/plan"+p, func(plan func() ([]store.EntityWrite, error)) error {
+		eightWriters(t, st, "t/plan"+p, func(plan func(context.Context) ([]store.EntityWrite, error)) error {
 			return st.PlanAndWrite(ctx, store.Locks{Write: []string{"t/plan" + p}}, plan)
 		})
 		// A plan's error is returned and nothing is written.
 		boom := errors.New("boom")
-		assert.ErrorIs(t, st.PlanAndWrite(ctx, store.Locks{Write: []string{"t/boom"}}, func() ([]store.EntityWrite, error) { return nil, boom }), boom)
+		assert.ErrorIs(t, st.PlanAndWrite(ctx, store.Locks{Write: []string{"t/boom"}}, func(context.Context) ([]store.EntityWrite, error) { return nil, boom }), boom)
 	})
 }
 
 // eightWriters has eight goroutines each add its own property to entity id, every one reading
 // the entity and writing it back through write (again on ErrConflict), and checks none is lost.
-func eightWriters(t *testing.T, st *store.Store, id string, write func(plan func() ([]store.EntityWrite, error)) error) {
+func eightWriters(t *testing.T, st *store.Store, id string, write func(plan func(context.Context) ([]store.EntityWrite, error)) error) {
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
@@ -352,7 +405,7 @@ func eightWriters(t *testing.T, st *store.Store, id string, write func(plan func
 		go func(i int) {
 			defer wg.Done()
 			for {
-				err := write(func() ([]store.EntityWrite, error) {
+				err := write(func(ctx context.Context) ([]store.EntityWrite, error) {
 					got, err := st.EntitiesByID(ctx, []string{id})
 					if err != nil {
 						return nil, err

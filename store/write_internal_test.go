@@ -228,7 +228,7 @@ func TestCombinedEntityWrites(t *testing.T) {
 		results[id] = make(chan error, 1)
 		go func() {
 			// as a Commit writes: planned under its locks, no revision re-read
-			results[id] <- s.PlanAndWrite(ctx, Locks{Write: []string{"t/" + id}}, func() ([]EntityWrite, error) {
+			results[id] <- s.PlanAndWrite(ctx, Locks{Write: []string{"t/" + id}}, func(context.Context) ([]EntityWrite, error) {
 				return []EntityWrite{{Doc: doc(id)}}, nil
 			})
 		}()

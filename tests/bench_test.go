@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,15 +96,23 @@ func webhookPhase(b *testing.B, s *stack, n int) {
 
 	// 8 senders, between two measures of the empty workflow: the machine is shared, so the
 	// ratio is taken against what the server did around the same time
+	cpu0 := s.cpu()
 	emptyBefore := emptyWorkflowCeiling(b, s, n)
+	cpu1 := s.cpu()
 	ids = nil
 	parStart := time.Now()
 	fanOut(8, n, 2*n, func(i int) { post(i) })
 	parAccept := time.Since(parStart)
 	waitAll(b, s, ids)
 	parDone := time.Since(parStart)
+	cpu2 := s.cpu()
 	emptyAfter := emptyWorkflowCeiling(b, s, n)
+	cpu3 := s.cpu()
 	empty := (emptyBefore + emptyAfter) / 2
+	// CPU time per workflow of both processes (the stack, and this one: the empty workflow's
+	// worker, or the senders): what a delivery costs, whatever else the shared machine runs
+	emptyCPU := (cpu1.total() - cpu0.total() + cpu3.total() - cpu2.total()) / time.Duration(2*n)
+	hookCPU := (cpu2.total() - cpu1.total()) / time.Duration(n)
 
 	sortDurations(lat)
 	rate := float64(n) / parDone.Seconds()
@@ -112,8 +121,12 @@ func webhookPhase(b *testing.B, s *stack, n int) {
 		quantile(lat, .5), quantile(lat, .99), lat[len(lat)-1], float64(n)/seqAccept.Seconds(), seqDone.Round(time.Millisecond), float64(n)/seqDone.Seconds())
 	fmt.Printf("  webhook 8 senders:  accepted %.0f/s; all done after %v = %.1f deliveries/s end to end = %.0f%% of the empty workflow\n",
 		float64(n)/parAccept.Seconds(), parDone.Round(time.Millisecond), rate, 100*rate/empty)
+	fmt.Printf("  CPU per workflow (stack + load generator): delivery %v (%s), empty workflow %v (%s, %s) = %.0f%%\n",
+		hookCPU.Round(10*time.Microsecond), cpu2.per(cpu1, n), emptyCPU.Round(10*time.Microsecond), cpu1.per(cpu0, n), cpu3.per(cpu2, n),
+		100*float64(emptyCPU)/float64(hookCPU))
 	b.ReportMetric(rate, "deliveries/s")
 	b.ReportMetric(100*rate/empty, "%-of-empty")
+	b.ReportMetric(float64(hookCPU.Microseconds())/1000, "cpu-ms/delivery")
 }
 
 // openLoopPhase offers webhooks at fixed rates (25, 50, 100/s for 10 s each, sent on a clock
@@ -389,4 +402,35 @@ func BenchmarkKafkaStart(b *testing.B) {
 // countEntities pages through the entities of a template.
 func countEntities(t testing.TB, s *stack, template string) int {
 	return countAll(s, "/api/v1/entities?template="+template+"&limit=1000")
+}
+
+// cpu is the CPU time (user and system) the stack's process and this one have used so far.
+func (s *stack) cpu() cpuTimes {
+	return cpuTimes{stack: processCPU(s.t, s.cmd.Process.Pid), self: processCPU(s.t, os.Getpid())}
+}
+
+// cpuTimes are the CPU times of the stack's process and of this one.
+type cpuTimes struct{ stack, self time.Duration }
+
+func (c cpuTimes) total() time.Duration { return c.stack + c.self }
+
+// per is the CPU time of each process since c0, divided among n workflows, as "stack + self".
+func (c cpuTimes) per(c0 cpuTimes, n int) string {
+	return fmt.Sprintf("%v + %v", ((c.stack-c0.stack)/time.Duration(n)).Round(10*time.Microsecond),
+		((c.self-c0.self)/time.Duration(n)).Round(10*time.Microsecond))
+}
+
+// processCPU reads a process's utime and stime from /proc (Linux; clock ticks of 10 ms).
+func processCPU(t testing.TB, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(t, err)
+	// the command name (field 2) may hold spaces: count fields after its closing parenthesis
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	var ticks int64
+	for _, f := range fields[11:13] { // utime, stime (fields 14 and 15 of stat)
+		n, err := strconv.ParseInt(f, 10, 64)
+		require.NoError(t, err)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }

@@ -24,11 +24,15 @@ import (
 type HydrateSuite struct {
 	suite.Suite
 	testsuite.WorkflowTestSuite
-	env *testsuite.TestWorkflowEnvironment
-	a   *activities.Activities
+	env   *testsuite.TestWorkflowEnvironment
+	a     *activities.Activities
+	steps int // the input's Steps: the current steps, or those of a starter before Prepare
 }
 
-func TestHydratingWorkflow(t *testing.T) { suite.Run(t, new(HydrateSuite)) }
+func TestHydratingWorkflow(t *testing.T) {
+	t.Run("prepared", func(t *testing.T) { suite.Run(t, &HydrateSuite{steps: intake.StepsPrepared}) })
+	t.Run("before Prepare", func(t *testing.T) { suite.Run(t, &HydrateSuite{steps: 0}) })
+}
 
 func (s *HydrateSuite) SetupTest() {
 	tpl := intake.Template{Identifier: "account", Schema: intake.TemplateSchema{Properties: map[string]json.RawMessage{
@@ -48,7 +52,7 @@ func (s *HydrateSuite) SetupTest() {
 
 func (s *HydrateSuite) delivery(body string) intake.Delivery {
 	return intake.Delivery{ID: "accounts.k1", Integration: "accounts", Key: "k1", Origin: intake.OriginKafka,
-		Body: []byte(body), Headers: map[string]string{}, Meta: map[string]any{"topic": "accounts"}, ReceivedAt: time.Now()}
+		Body: []byte(body), Headers: map[string]string{}, Meta: map[string]any{"topic": "accounts"}, ReceivedAt: time.Now(), Steps: s.steps}
 }
 
 func fetched(doc string) *activities.HydrateResult {

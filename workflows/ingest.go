@@ -61,12 +61,15 @@ var (
 	}
 )
 
-// IngestWorkflow runs one delivery: Verify, Hydrate (when configured), Map, Validate, then
-// Commit (Upsert and Audit in one activity, which also records the delivery's outcome) and Finish.
-// A delivery with nothing to write (filtered, or failed before the store) only runs Audit.
+// IngestWorkflow runs one delivery: Prepare (Verify, Map and Validate in one local activity;
+// with Hydrate between Verify and Map when configured), then Commit (Upsert and Audit in one
+// activity, which also records the delivery's outcome) and Finish. A delivery with nothing to
+// write (filtered, or failed before the store) only runs Audit. Deliveries whose input predates
+// Prepare (d.Steps 0) run the steps of that version (see legacyHistory).
 func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResult, error) {
 	var a *activities.Activities
 	actx := workflow.WithActivityOptions(ctx, storeOptions)
+	prepared := d.Steps >= intake.StepsPrepared && !legacyHistory(ctx) // before the claim check replaces d
 	if d.Ref != "" {
 		// step 0, claim check: load the stored delivery this run was given a reference to
 		if err := workflow.ExecuteActivity(actx, a.LoadDelivery, d.Ref).Get(ctx, &d); err != nil {
@@ -80,8 +83,13 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 	}
 	result := &intake.IngestResult{DeliveryID: d.ID}
 
-	// steps 1 to 3: verify, hydrate, map, validate
-	err := process(ctx, d, result)
+	// steps 1 to 4: verify, hydrate, map, validate
+	var err error
+	if prepared {
+		err = prepare(ctx, d, result)
+	} else {
+		err = process(ctx, d, result)
+	}
 	var failure *intake.Failure
 	switch {
 	case err == nil && activities.AnyPending(result.Entities):
@@ -90,7 +98,7 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 		// fit beside the delivery in one payload (activities.MappedBudget).
 		in := activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result}
 		var done activities.CommitResult
-		if err := storeStep(ctx, a.Commit, in, &done); err != nil {
+		if err := storeStep(ctx, prepared, a.Commit, in, &done); err != nil {
 			return nil, err
 		}
 		*result, failure = done.Result, done.Failure
@@ -100,7 +108,7 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 		if failure == nil {
 			failure = activities.EntityFailure(result.Entities)
 		}
-		if failure, err = audit(ctx, ref, d, result, failure); err != nil {
+		if failure, err = audit(ctx, prepared, ref, d, result, failure); err != nil {
 			return nil, err
 		}
 	}
@@ -119,11 +127,11 @@ func IngestWorkflow(ctx workflow.Context, d intake.Delivery) (*intake.IngestResu
 }
 
 // audit runs the Audit step alone, with the outcome the failure (or its absence) gives.
-func audit(ctx workflow.Context, ref activities.Ref, d intake.Delivery, result *intake.IngestResult, failure *intake.Failure) (*intake.Failure, error) {
+func audit(ctx workflow.Context, prepared bool, ref activities.Ref, d intake.Delivery, result *intake.IngestResult, failure *intake.Failure) (*intake.Failure, error) {
 	var a *activities.Activities
 	result.Outcome = activities.OutcomeOf(*result, failure)
 	in := compact(activities.AuditInput{Ref: ref, At: workflow.Now(ctx).UTC(), Delivery: d, Result: *result, Failure: failure})
-	return failure, storeStep(ctx, a.Audit, in, nil)
+	return failure, storeStep(ctx, prepared, a.Audit, in, nil)
 }
 
 // storeStep runs a store step (Commit or Audit) first as one attempt of a local activity, in
@@ -133,9 +141,9 @@ func audit(ctx workflow.Context, ref activities.Ref, d intake.Delivery, result *
 // without limit and shown pending, with its last failure, in the Temporal UI. Both steps are
 // idempotent (entity revisions, LastRun, audit IDs from the run), so the second run after a
 // partial first one writes nothing twice. Histories from before this change (no version marker)
-// replay their regular activity.
-func storeStep(ctx workflow.Context, step, in, out any) error {
-	if workflow.GetVersion(ctx, "store-step-local-first", workflow.DefaultVersion, 1) == 1 {
+// replay their regular activity. Prepared runs (d.Steps) always go local first, with no marker.
+func storeStep(ctx workflow.Context, prepared bool, step, in, out any) error {
+	if prepared || workflow.GetVersion(ctx, localFirst, workflow.DefaultVersion, 1) == 1 {
 		lctx := workflow.WithLocalActivityOptions(ctx, localStoreOptions)
 		err := workflow.ExecuteLocalActivity(lctx, step, in).Get(ctx, out)
 		var app *temporal.ApplicationError
@@ -146,7 +154,47 @@ func storeStep(ctx workflow.Context, step, in, out any) error {
 	return workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, storeOptions), step, in).Get(ctx, out)
 }
 
-// process runs steps 1 to 3, filling result; the error is what ends the delivery early.
+// localFirst is the change (workflow.GetVersion) that ran the store steps first as local
+// activities, before Prepare.
+const localFirst = "store-step-local-first"
+
+// legacyHistory reports, when a worker replays a run, that its history was written by the steps
+// before Prepare although its input asks for Prepare: a worker of the previous version ran it
+// (a receiver was upgraded before the workers), and its store step left that version's marker.
+// Live, it is false without a look: a GetVersion call there would record a marker and a
+// search-attribute upsert in every delivery's history, which is what d.Steps spares.
+func legacyHistory(ctx workflow.Context) bool {
+	return workflow.IsReplaying(ctx) && workflow.GetVersion(ctx, localFirst, workflow.DefaultVersion, 1) == 1
+}
+
+// prepare runs steps 1 to 4 as one local activity (two when the integration hydrates, with
+// Hydrate between them), filling result; the error is what ends the delivery early. One local
+// activity instead of three spares each delivery two local dispatches and two markers, one of
+// which repeated the mapped entities.
+func prepare(ctx workflow.Context, d intake.Delivery, result *intake.IngestResult) error {
+	var a *activities.Activities
+	lctx := workflow.WithLocalActivityOptions(ctx, localOptions)
+	in := activities.MapInput{Delivery: d}
+	var prepared activities.PrepareResult
+	if err := workflow.ExecuteLocalActivity(lctx, a.Prepare, in).Get(ctx, &prepared); err != nil {
+		return err
+	}
+	if prepared.Hydrate {
+		// a thin notification becomes the full record (fetched, retried on 5xx), then is mapped
+		hctx := workflow.WithActivityOptions(ctx, hydrateOptions)
+		if err := workflow.ExecuteActivity(hctx, a.Hydrate, d).Get(ctx, &in.Hydrated); err != nil {
+			return err
+		}
+		if err := workflow.ExecuteLocalActivity(lctx, a.Prepare, in).Get(ctx, &prepared); err != nil {
+			return err
+		}
+	}
+	result.Mappings, result.Entities = prepared.Mappings, prepared.Entities
+	return nil
+}
+
+// process runs steps 1 to 4 as the version before Prepare did (three local activities), for
+// runs whose input predates Prepare; the error is what ends the delivery early.
 func process(ctx workflow.Context, d intake.Delivery, result *intake.IngestResult) error {
 	var a *activities.Activities
 	lctx := workflow.WithLocalActivityOptions(ctx, localOptions)

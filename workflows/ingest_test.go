@@ -39,11 +39,18 @@ func (s configSource) LoadConfig(context.Context) ([]intake.Template, []intake.I
 type IngestSuite struct {
 	suite.Suite
 	testsuite.WorkflowTestSuite
-	env *testsuite.TestWorkflowEnvironment
-	a   *activities.Activities
+	env    *testsuite.TestWorkflowEnvironment
+	a      *activities.Activities
+	steps  int      // the input's Steps: the current steps, or those of a starter before Prepare
+	locals []string // the local activities run (countCommits)
 }
 
-func TestIngestWorkflow(t *testing.T) { suite.Run(t, new(IngestSuite)) }
+// TestIngestWorkflow runs every case with the current steps and with the steps before Prepare
+// (a delivery its starter started before an upgrade): both must behave alike.
+func TestIngestWorkflow(t *testing.T) {
+	t.Run("prepared", func(t *testing.T) { suite.Run(t, &IngestSuite{steps: intake.StepsPrepared}) })
+	t.Run("before Prepare", func(t *testing.T) { suite.Run(t, &IngestSuite{steps: 0}) })
+}
 
 const secret = "wf-secret"
 
@@ -72,6 +79,7 @@ func (s *IngestSuite) delivery(body string) intake.Delivery {
 	return intake.Delivery{
 		ID: "groups.k1", Integration: "groups", Key: "k1", Origin: intake.OriginWebhook, Body: []byte(body),
 		Headers: map[string]string{"x-sig": "sha256=" + hex.EncodeToString(m.Sum(nil))}, ReceivedAt: time.Now(), Verified: true,
+		Steps: s.steps,
 	}
 }
 
@@ -137,10 +145,13 @@ func (s *IngestSuite) TestTransientStoreErrorIsRetriedUntilItSucceeds() {
 	s.Len(audited, 1)
 }
 
-// countCommits counts the Commit steps run as local and as regular activities.
+// countCommits counts the Commit steps run as local and as regular activities; s.locals lists
+// every local activity run.
 func (s *IngestSuite) countCommits() (local, regular *int) {
 	local, regular = new(int), new(int)
+	s.locals = nil
 	s.env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
+		s.locals = append(s.locals, info.ActivityType.Name)
 		if info.ActivityType.Name == "Commit" {
 			*local++
 		}
@@ -161,6 +172,11 @@ func (s *IngestSuite) TestAHealthyStoreCommitsInTheFirstWorkflowTask() {
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(1, *local, "Commit ran as a local activity")
 	s.Zero(*regular, "no activity task")
+	if s.steps == intake.StepsPrepared {
+		s.Equal([]string{"Prepare", "Commit"}, s.locals, "the pure steps in one local activity")
+	} else {
+		s.Equal([]string{"Verify", "Map", "Validate", "Commit"}, s.locals, "the steps of the version before Prepare")
+	}
 }
 
 func (s *IngestSuite) TestMappingErrorIsNotRetriedAndIsAudited() {

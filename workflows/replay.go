@@ -62,6 +62,7 @@ func BulkReplayWorkflow(ctx workflow.Context, in BulkReplayInput) (ReplayProgres
 				TypedSearchAttributes: temporal.NewSearchAttributes(
 					AttrIntegration.ValueSet(d.Integration), AttrOrigin.ValueSet(intake.OriginReplay)),
 			})
+			d.Steps = intake.StepsPrepared
 			futures[i] = workflow.ExecuteChildWorkflow(cctx, IngestWorkflow, d)
 			progress.Started++
 		}

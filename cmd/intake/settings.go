@@ -30,6 +30,7 @@ type settings struct {
 	TemporalTLSCA         string
 	TemporalTLSServerName string
 	TemporalAPIKey        string
+	TemporalCompression   string
 	// dev: serve the embedded frontend with TLS (a CA makes it mTLS).
 	FrontendTLSCert   string
 	FrontendTLSKey    string
@@ -87,6 +88,7 @@ func (s *settings) bind(fs *flag.FlagSet, dev bool) {
 	str(&s.TemporalTLSCA, "temporal-tls-ca", "INTAKE_TEMPORAL_TLS_CA", "", "PEM CA bundle that signed the Temporal frontend's certificate (unset: the system roots)")
 	str(&s.TemporalTLSServerName, "temporal-tls-server-name", "INTAKE_TEMPORAL_TLS_SERVER_NAME", "", "name the frontend's certificate must carry (unset: the host of --temporal-addr)")
 	str(&s.TemporalAPIKey, "temporal-api-key", "INTAKE_TEMPORAL_API_KEY", "", "Temporal Cloud API key (sent as a bearer token over TLS); prefer the variable to the flag")
+	str(&s.TemporalCompression, "temporal-compression", "INTAKE_TEMPORAL_COMPRESSION", "auto", `gRPC compression to Temporal: "gzip", "none", or "auto" (none to a loopback address, such as dev's embedded server; gzip elsewhere)`)
 	str(&s.FrontendTLSCert, "temporal-frontend-tls-cert", "INTAKE_TEMPORAL_FRONTEND_TLS_CERT", "", "dev: serve the embedded Temporal frontend with TLS, this PEM certificate")
 	str(&s.FrontendTLSKey, "temporal-frontend-tls-key", "INTAKE_TEMPORAL_FRONTEND_TLS_KEY", "", "dev: PEM key of the frontend certificate")
 	str(&s.FrontendTLSCA, "temporal-frontend-tls-ca", "INTAKE_TEMPORAL_FRONTEND_TLS_CA", "", "dev: require client certificates signed by this PEM CA (mTLS)")
