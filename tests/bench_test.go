@@ -416,8 +416,8 @@ func (c cpuTimes) total() time.Duration { return c.stack + c.self }
 
 // per is the CPU time of each process since c0, divided among n workflows, as "stack + self".
 func (c cpuTimes) per(c0 cpuTimes, n int) string {
-	return fmt.Sprintf("%v + %v", ((c.stack-c0.stack)/time.Duration(n)).Round(10*time.Microsecond),
-		((c.self-c0.self)/time.Duration(n)).Round(10*time.Microsecond))
+	return fmt.Sprintf("%v + %v", ((c.stack - c0.stack) / time.Duration(n)).Round(10*time.Microsecond),
+		((c.self - c0.self) / time.Duration(n)).Round(10*time.Microsecond))
 }
 
 // processCPU reads a process's utime and stime from /proc (Linux; clock ticks of 10 ms).
