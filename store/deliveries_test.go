@@ -190,3 +190,36 @@ func TestClaimDeliveries(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []bool{true}, again)
 }
+
+// A workflow that finishes before the receiver's queued record is written: the outcome stays,
+// and a bulk of accepted records with it in writes the others.
+func TestOutcomeBeforeAcceptedRecord(t *testing.T) {
+	s, emb, _ := open(t)
+	ctx := context.Background()
+	delivery := func(id string) intake.Delivery {
+		return intake.Delivery{ID: "order." + id, Integration: "order", Key: id, Origin: intake.OriginWebhook,
+			Body: []byte(`{"n":"` + id + `"}`), Headers: map[string]string{}, ReceivedAt: time.Now().UTC()}
+	}
+	done, running := delivery("done"), delivery("running")
+	require.NoError(t, s.RecordOutcome(ctx, done, store.DeliveryOutcome{Status: intake.DeliverySucceeded, WorkflowID: "wf-done", RunID: "run"}))
+	require.NoError(t, s.RecordAcceptedMany(ctx, []store.Accepted{
+		{Delivery: done, WorkflowID: "wf-done", RunID: "run"}, {Delivery: running, WorkflowID: "wf-running", RunID: "run"}}))
+	r, err := s.GetDelivery(ctx, done.ID)
+	require.NoError(t, err)
+	assert.Equal(t, intake.DeliverySucceeded, r.Status, "the outcome is not overwritten")
+	assert.JSONEq(t, `{"n":"done"}`, string(r.Body), "and the record has the delivery")
+	r, err = s.GetDelivery(ctx, running.ID)
+	require.NoError(t, err)
+	assert.Equal(t, intake.StatusAccepted, r.Status)
+
+	// another process recorded the outcome: the insert is sent, and its duplicate ignored
+	other, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
+	require.NoError(t, err)
+	defer other.Close(ctx)
+	elsewhere := delivery("elsewhere")
+	require.NoError(t, other.RecordOutcome(ctx, elsewhere, store.DeliveryOutcome{Status: intake.DeliveryFailed, WorkflowID: "wf", RunID: "run"}))
+	require.NoError(t, s.RecordAcceptedMany(ctx, []store.Accepted{{Delivery: elsewhere, WorkflowID: "wf", RunID: "run"}}))
+	r, err = s.GetDelivery(ctx, elsewhere.ID)
+	require.NoError(t, err)
+	assert.Equal(t, intake.DeliveryFailed, r.Status)
+}

@@ -68,6 +68,8 @@ type Store struct {
 	audits   *combiner[any]
 	outcomes *combiner[mongo.WriteModel]
 	entities *combiner[mongo.WriteModel] // sole writer only (combinedEntityWrites)
+	// finished are the deliveries whose outcome this process recorded lately (RecordAcceptedMany)
+	finished recentIDs
 }
 
 // OneWriteAtATime sends this process's write operations to the server one at a time, in the

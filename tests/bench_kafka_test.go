@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,6 +81,34 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
+}
+
+// profilePhase, with INTAKE_BENCH_PPROF and INTAKE_BENCH_PROFILES (a folder) set, records a CPU
+// profile of the dev process over the next seconds into that folder as name.pprof; the
+// function it returns waits for it. Otherwise it does nothing.
+func profilePhase(b *testing.B, name string, seconds int) (wait func()) {
+	addr, dir := os.Getenv("INTAKE_BENCH_PPROF"), os.Getenv("INTAKE_BENCH_PROFILES")
+	if addr == "" || dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds))
+		if err != nil {
+			b.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(dir, name+".pprof"))
+		if err != nil {
+			b.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
 }
 
 // profiled passes INTAKE_BENCH_PPROF (an address) to a benchmark's intake dev as its profiler

@@ -26,6 +26,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/proto"
 
@@ -274,15 +275,24 @@ func (s *stack) waitWorkflow(workflowID string) (*intake.IngestResult, error) {
 	return &res, nil
 }
 
-// history returns a workflow's whole history in its wire form, payload bytes as they are.
-func (s *stack) history(workflowID string) string {
+// historyOf returns a workflow's whole history.
+func (s *stack) historyOf(workflowID string) *historypb.History {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	it := s.temporal.GetWorkflowHistory(ctx, workflowID, "", false, 0)
-	var b strings.Builder
+	h := &historypb.History{}
 	for it.HasNext() {
 		ev, err := it.Next()
 		require.NoError(s.t, err)
+		h.Events = append(h.Events, ev)
+	}
+	return h
+}
+
+// history returns a workflow's whole history in its wire form, payload bytes as they are.
+func (s *stack) history(workflowID string) string {
+	var b strings.Builder
+	for _, ev := range s.historyOf(workflowID).Events {
 		raw, err := proto.Marshal(ev)
 		require.NoError(s.t, err)
 		b.Write(raw)

@@ -19,12 +19,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
 
 	"intake"
 	"intake/embedded"
 	"intake/examples"
 	"intake/store"
+	"intake/workflows"
 )
 
 // One embedded stack for the whole package (the server is heavy); subtests run in order.
@@ -127,6 +131,57 @@ func TestWebhookPathEndToEnd(t *testing.T) {
 		s.request("GET", "/api/v1/integrations/static_hook", nil, true, &in)
 		assert.Equal(t, intake.Masked, in.Security.SignatureValue)
 		assert.NotContains(t, s.logs.String(), "static-s3cret")
+	})
+
+	t.Run("a delivery's history: one Prepare step, no version marker; earlier inputs run and replay as before", func(t *testing.T) {
+		putIntegration(t, s, `{"identifier":"shapes","security":{"scheme":"none","allow_unsigned":true},
+		  "mappings":[{"template":"team","entity":{"identifier":".id","properties":{"name":".name"}}}]}`)
+		code, out := s.post("shapes", []byte(`{"id":"sg-shape","name":"Shape"}`), nil)
+		require.Equal(t, 202, code, out)
+		current := out["workflow_id"].(string)
+		_, err := s.waitWorkflow(current)
+		require.NoError(t, err)
+
+		// an input from a starter before Prepare (Steps 0), as one still running at an upgrade
+		legacy := "ingest.shapes.before-prepare"
+		run, err := s.temporal.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: legacy, TaskQueue: intake.TaskQueue},
+			workflows.IngestWorkflow, intake.Delivery{ID: "shapes.before-prepare", Integration: "shapes", Key: "before-prepare",
+				Origin: intake.OriginWebhook, Body: []byte(`{"id":"sg-legacy","name":"Legacy"}`), Headers: map[string]string{}, ReceivedAt: time.Now().UTC()})
+		require.NoError(t, err)
+		var res intake.IngestResult
+		require.NoError(t, run.Get(context.Background(), &res))
+		assert.Equal(t, intake.DeliverySucceeded, res.Outcome)
+
+		steps := func(h *historypb.History) (markers []string, changeVersion bool) {
+			for _, ev := range h.Events {
+				if m := ev.GetMarkerRecordedEventAttributes(); m != nil {
+					name := m.GetMarkerName()
+					if d := m.GetDetails()["data"]; d != nil && len(d.Payloads) > 0 { // a local activity's
+						var la struct{ ActivityType string }
+						require.NoError(t, json.Unmarshal(d.Payloads[0].Data, &la))
+						name += ":" + la.ActivityType
+					}
+					markers = append(markers, name)
+				}
+				if u := ev.GetUpsertWorkflowSearchAttributesEventAttributes(); u != nil {
+					_, has := u.GetSearchAttributes().GetIndexedFields()["TemporalChangeVersion"]
+					changeVersion = changeVersion || has
+				}
+			}
+			return markers, changeVersion
+		}
+		replayer := worker.NewWorkflowReplayer()
+		replayer.RegisterWorkflow(workflows.IngestWorkflow)
+		for id, want := range map[string][]string{
+			current: {"LocalActivity:Prepare", "LocalActivity:Commit"},
+			legacy:  {"LocalActivity:Verify", "LocalActivity:Map", "LocalActivity:Validate", "Version", "LocalActivity:Commit"},
+		} {
+			h := s.historyOf(id)
+			markers, changeVersion := steps(h)
+			assert.Equal(t, want, markers, id)
+			assert.Equal(t, id == legacy, changeVersion, "%s: the version marker's search-attribute upsert", id)
+			assert.NoError(t, replayer.ReplayWorkflowHistory(nil, h), "%s replays with this version's code", id)
+		}
 	})
 
 	t.Run("a wrong or missing signature gets 401, an audit entry, and no workflow", func(t *testing.T) {
