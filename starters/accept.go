@@ -52,8 +52,11 @@ type Acceptor struct {
 	accepted chan store.Accepted
 }
 
-// RecordEvery is how long an accepted delivery waits at most before its record is written.
-const RecordEvery = 100 * time.Millisecond
+// RecordEvery is how long an accepted delivery's record waits before it is written. A workflow
+// that ends meanwhile records the whole delivery itself, and then its queued record is not sent
+// at all (Store.RecordAcceptedMany): one store write instead of an insert and an update, which
+// under load is most deliveries.
+const RecordEvery = time.Second
 
 // StartRecording writes the records of accepted deliveries (RecordAtOnce) in bulk until ctx
 // ends, then writes what is left and closes the channel it returns. Call it once, before the
@@ -69,37 +72,50 @@ func (a *Acceptor) StartRecording(ctx context.Context) <-chan struct{} {
 	return done
 }
 
+// queuedRecord is an accepted delivery's record and when it was queued.
+type queuedRecord struct {
+	store.Accepted
+	at time.Time
+}
+
 func (a *Acceptor) record(ctx context.Context) {
-	tick := time.NewTicker(RecordEvery)
+	tick := time.NewTicker(RecordEvery / 10)
 	defer tick.Stop()
-	var batch []store.Accepted
-	flush := func() {
-		if len(batch) == 0 {
+	var queue []queuedRecord // in arrival order
+	// flush writes the records queued RecordEvery ago or more (all of them at the end).
+	flush := func(all bool) {
+		n := 0
+		for n < len(queue) && (all || time.Since(queue[n].at) >= RecordEvery) {
+			n++
+		}
+		if n == 0 {
 			return
 		}
+		batch := make([]store.Accepted, n)
+		for i := range batch {
+			batch[i] = queue[i].Accepted
+		}
+		queue = append(queue[:0], queue[n:]...)
 		// Bounded: with the store down, records wait no longer than this.
 		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := a.Store.RecordAcceptedMany(wctx, batch); err != nil {
 			a.Log.Warn("recording accepted deliveries failed; their workflows will", "deliveries", len(batch), "err", err)
 		}
 		cancel()
-		batch = batch[:0]
 	}
 	for {
 		select {
 		case r := <-a.accepted:
-			if batch = append(batch, r); len(batch) >= store.BulkChunk {
-				flush()
-			}
+			queue = append(queue, queuedRecord{Accepted: r, at: time.Now()})
 		case <-tick.C:
-			flush()
+			flush(false)
 		case <-ctx.Done():
 			for {
 				select {
 				case r := <-a.accepted:
-					batch = append(batch, r)
+					queue = append(queue, queuedRecord{Accepted: r, at: time.Now()})
 				default:
-					flush()
+					flush(true)
 					return
 				}
 			}

@@ -414,7 +414,8 @@ func deliveryOnceFailed(t *testing.T, s *stack, workflowID string, within time.D
 	var d intake.DeliveryRecord
 	path := "/api/v1/deliveries/" + strings.TrimPrefix(workflowID, "ingest.")
 	require.Eventually(t, func() bool {
-		// The receiver writes the record within 100 ms of the accept: until then, 404.
+		// The receiver writes the record a second after the accept (starters.RecordEvery): until
+		// then, 404.
 		if code, _ := s.request("GET", path, nil, true, nil); code != http.StatusOK {
 			return false
 		}
