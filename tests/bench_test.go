@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,14 +29,15 @@ import (
 
 // BenchmarkIntake is `make bench`: every figure of the throughput goals, in one run, on one
 // `intake dev` (and one in-process Kafka broker), so that the ratios compare like with like on a
-// shared machine. In order: the raw gojq and store ceilings; the empty-workflow ceiling (8
-// starters); N signed GitHub webhooks posted one after the other (accept latency POST → 202,
-// end to end), then N more from 8 senders (end to end, and its ratio to the empty workflow,
-// measured again right after); open-loop offers at 25, 50 and 100/s (POST → 202 next to bare
-// empty-workflow starts at the same rates); a Kafka backlog through one workflow per record, then
-// through batch mode. N is INTAKE_BENCH_N (default 2000); INTAKE_BENCH_KAFKA_SINGLE_N (2000) and
-// INTAKE_BENCH_KAFKA_BATCH_N (20000) size the Kafka phases; INTAKE_BENCH_PHASES (a comma list of
-// webhook, openloop, kafka; default all) runs fewer phases while tuning.
+// shared machine. In order: the raw gojq and store ceilings; N signed GitHub webhooks posted one
+// after the other (accept latency POST → 202, end to end); INTAKE_BENCH_ROUNDS (default 3)
+// rounds of N more from 8 senders, each between two series of N empty workflows (8 starters),
+// with each round's ratio and their median; open-loop offers at 25, 50 and 100/s (POST → 202
+// next to bare empty-workflow starts at the same rates); a Kafka backlog through one workflow
+// per record, then through batch mode. N is INTAKE_BENCH_N (default 2000);
+// INTAKE_BENCH_KAFKA_SINGLE_N (2000) and INTAKE_BENCH_KAFKA_BATCH_N (20000) size the Kafka
+// phases; INTAKE_BENCH_PHASES (a comma list of webhook, openloop, kafka; default all) runs fewer
+// phases while tuning.
 func BenchmarkIntake(b *testing.B) {
 	n := envInt("INTAKE_BENCH_N", 2000)
 	phases := os.Getenv("INTAKE_BENCH_PHASES")
@@ -94,53 +96,63 @@ func webhookPhase(b *testing.B, s *stack, n int) {
 	waitAll(b, s, ids)
 	seqDone := time.Since(seqStart)
 
-	// 8 senders, between two measures of the empty workflow: the machine is shared, so the
-	// ratio is taken against what the server did around the same time. Each of the three
-	// starts once the server has written the visibility records of the one before (settle):
-	// a phase ends when its last workflow completes, and the close records still queued then
-	// would otherwise weigh on the next.
-	settle(b, s)
-	cpu0 := s.cpu()
-	profiled := profilePhase(b, "empty-before", 8)
-	emptyBefore := emptyWorkflowCeiling(b, s, n)
-	cpu1 := s.cpu()
-	profiled()
-	settle(b, s)
-	cpu1b := s.cpu()
-	ids = nil
-	parStart := time.Now()
-	profiled = profilePhase(b, "webhook-8-senders", 8)
-	fanOut(8, n, 2*n, func(i int) { post(i) })
-	parAccept := time.Since(parStart)
-	waitAll(b, s, ids)
-	parDone := time.Since(parStart)
-	cpu2 := s.cpu()
-	profiled()
-	settle(b, s)
-	cpu2b := s.cpu()
-	profiled = profilePhase(b, "empty-after", 8)
-	emptyAfter := emptyWorkflowCeiling(b, s, n)
-	cpu3 := s.cpu()
-	profiled()
-	empty := (emptyBefore + emptyAfter) / 2
-	// CPU time per workflow of both processes (the stack, and this one: the empty workflow's
-	// worker, or the senders): what a delivery costs, whatever else the shared machine runs
-	emptyCPU := (cpu1.total() - cpu0.total() + cpu3.total() - cpu2b.total()) / time.Duration(2*n)
-	hookCPU := (cpu2.total() - cpu1b.total()) / time.Duration(n)
-
 	sortDurations(lat)
-	rate := float64(n) / parDone.Seconds()
-	fmt.Printf("  empty workflow (8 starters, %d each): %.1f/s (%.1f before, %.1f after the 8-sender phase)\n", n, empty, emptyBefore, emptyAfter)
 	fmt.Printf("  webhook sequential: accept p50 %v p99 %v max %v; accepted %.0f/s; all done after %v = %.1f deliveries/s end to end\n",
 		quantile(lat, .5), quantile(lat, .99), lat[len(lat)-1], float64(n)/seqAccept.Seconds(), seqDone.Round(time.Millisecond), float64(n)/seqDone.Seconds())
-	fmt.Printf("  webhook 8 senders:  accepted %.0f/s; all done after %v = %.1f deliveries/s end to end = %.0f%% of the empty workflow\n",
-		float64(n)/parAccept.Seconds(), parDone.Round(time.Millisecond), rate, 100*rate/empty)
-	fmt.Printf("  CPU per workflow (stack + load generator): delivery %v (%s), empty workflow %v (%s, %s) = %.0f%%\n",
-		hookCPU.Round(10*time.Microsecond), cpu2.per(cpu1b, n), emptyCPU.Round(10*time.Microsecond), cpu1.per(cpu0, n), cpu3.per(cpu2b, n),
-		100*float64(emptyCPU)/float64(hookCPU))
-	b.ReportMetric(rate, "deliveries/s")
-	b.ReportMetric(100*rate/empty, "%-of-empty")
-	b.ReportMetric(float64(hookCPU.Microseconds())/1000, "cpu-ms/delivery")
+
+	// 8 senders, each round between two measures of the empty workflow (E W E W … E, every E
+	// shared by the rounds beside it): the machine is shared, so each ratio is taken against
+	// what the server did around the same time, and the rounds' median is the figure (one
+	// slow stretch of the machine moves one round, not the result). Every series starts once
+	// the server has written the visibility records of the one before (settle): a series ends
+	// when its last workflow completes, and the close records still queued then would
+	// otherwise weigh on the next.
+	rounds := envInt("INTAKE_BENCH_ROUNDS", 3)
+	empty := func(name string) (float64, time.Duration) {
+		settle(b, s)
+		cpu0 := s.cpu()
+		profiled := profilePhase(b, name, 8)
+		rate := emptyWorkflowCeiling(b, s, n)
+		cpu := s.cpu().total() - cpu0.total()
+		profiled()
+		return rate, cpu / time.Duration(n)
+	}
+	emptyRate, emptyCPU := empty("empty-0")
+	var ratios, cpuRatios []float64
+	for r := 1; r <= rounds; r++ {
+		settle(b, s)
+		cpu0 := s.cpu()
+		ids = nil
+		start := time.Now()
+		profiled := profilePhase(b, fmt.Sprintf("webhook-8-senders-%d", r), 8)
+		fanOut(8, r*n, (r+1)*n, func(i int) { post(i) })
+		accepted := time.Since(start)
+		waitAll(b, s, ids)
+		took := time.Since(start)
+		hookCPU := (s.cpu().total() - cpu0.total()) / time.Duration(n)
+		profiled()
+		afterRate, afterCPU := empty(fmt.Sprintf("empty-%d", r))
+		rate, ceiling, ceilingCPU := float64(n)/took.Seconds(), (emptyRate+afterRate)/2, (emptyCPU+afterCPU)/2
+		ratios, cpuRatios = append(ratios, 100*rate/ceiling), append(cpuRatios, 100*float64(ceilingCPU)/float64(hookCPU))
+		fmt.Printf("  webhook 8 senders, round %d of %d: accepted %.0f/s; all done after %v = %.1f deliveries/s end to end, empty workflow %.1f/s before and %.1f/s after = %.0f%%;"+
+			" CPU per workflow (stack + load generator) %v against %v = %.0f%%\n",
+			r, rounds, float64(n)/accepted.Seconds(), took.Round(time.Millisecond), rate, emptyRate, afterRate, ratios[r-1],
+			hookCPU.Round(10*time.Microsecond), ceilingCPU.Round(10*time.Microsecond), cpuRatios[r-1])
+		b.ReportMetric(rate, fmt.Sprintf("deliveries/s-round-%d", r))
+		emptyRate, emptyCPU = afterRate, afterCPU
+	}
+	fmt.Printf("  webhook 8 senders, %d deliveries a round: median %.0f%% of the empty workflow (CPU per workflow: median %.0f%%)\n",
+		n, median(ratios), median(cpuRatios))
+	b.ReportMetric(median(ratios), "%-of-empty")
+	b.ReportMetric(median(cpuRatios), "%-of-empty-cpu")
+}
+
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // openLoopPhase offers webhooks at fixed rates (25, 50, 100/s for 10 s each, sent on a clock
@@ -431,12 +443,6 @@ func (s *stack) cpu() cpuTimes {
 type cpuTimes struct{ stack, self time.Duration }
 
 func (c cpuTimes) total() time.Duration { return c.stack + c.self }
-
-// per is the CPU time of each process since c0, divided among n workflows, as "stack + self".
-func (c cpuTimes) per(c0 cpuTimes, n int) string {
-	return fmt.Sprintf("%v + %v", ((c.stack - c0.stack) / time.Duration(n)).Round(10*time.Microsecond),
-		((c.self - c0.self) / time.Duration(n)).Round(10*time.Microsecond))
-}
 
 // processCPU reads a process's utime and stime from /proc (Linux; clock ticks of 10 ms).
 func processCPU(t testing.TB, pid int) time.Duration {
