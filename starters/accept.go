@@ -33,6 +33,7 @@ type Source interface {
 type Recorder interface {
 	InsertAudit(ctx context.Context, entries []intake.AuditEntry) error
 	RecordAcceptedMany(ctx context.Context, as []store.Accepted) error
+	Queued(id string)
 	RecordRejected(ctx context.Context, d intake.Delivery, f intake.Failure) error
 }
 
@@ -157,6 +158,9 @@ func (a *Acceptor) Accept(ctx context.Context, d *intake.Delivery) (Accepted, er
 	}
 	if a.RecordAtOnce && !started.Duplicate && a.accepted != nil {
 		// The workflow records the delivery too when it ends; this makes it visible before.
+		// Queued first: once sent, the record may be written at any time. One the full queue
+		// turns away is not written by the receiver either, so it stays "queued" for the store.
+		a.Store.Queued(d.ID)
 		select {
 		case a.accepted <- store.Accepted{Delivery: *d, WorkflowID: started.WorkflowID, RunID: started.RunID}:
 		default:

@@ -118,6 +118,9 @@ type Accepted struct {
 // outcome this process recorded is not even sent. Under load that is half of them, and on
 // FerretDB a bulk insert with one duplicate in it is undone and redone one document at a time.
 func (s *Store) RecordAcceptedMany(ctx context.Context, as []Accepted) error {
+	for _, a := range as {
+		s.queued.remove(a.Delivery.ID) // from here on its outcome updates the record
+	}
 	as = slices.DeleteFunc(slices.Clone(as), func(a Accepted) bool { return s.finished.has(a.Delivery.ID) })
 	now := time.Now().UTC()
 	for start := 0; start < len(as); start += BulkChunk {
@@ -183,10 +186,29 @@ type DeliveryOutcome struct {
 	Entities   []intake.EntityChange
 }
 
+// Queued notes that this process's receiver holds the record of id's acceptance and has not
+// written it yet (RecordAcceptedMany writes it): a workflow that ends before it does records
+// the delivery whole, with one insert (RecordOutcome).
+func (s *Store) Queued(id string) { s.queued.add(id) }
+
 // RecordOutcome stores a run's outcome on its delivery (creating the record if the receiver
 // could not). A replay updates the original delivery and is listed among its replays.
-// Idempotent: a retried activity writes the same values.
+// Idempotent: a retried activity writes the same values. A delivery whose record this
+// process's receiver has not written yet (Queued) gets its whole record in one insert, combined
+// with others' waiting for the write turn: on FerretDB an upsert is a lookup, then an insert in
+// a transaction of its own. Should the record exist after all (the receiver's bulk won the race,
+// or an earlier run of the key wrote it), it is updated as any other.
 func (s *Store) RecordOutcome(ctx context.Context, d intake.Delivery, o DeliveryOutcome) error {
+	if d.ReplayOf == "" && s.records != nil && s.queued.take(d.ID) {
+		err := s.records.do(ctx, s, []any{recordDoc(d, o)})
+		if err == nil {
+			s.finished.add(d.ID)
+			return nil
+		}
+		if !mongo.IsDuplicateKeyError(err) {
+			return fmt.Errorf("record delivery %s: %w", d.ID, err)
+		}
+	}
 	id, update, upsert := outcomeUpdate(d, o)
 	var err error
 	if s.outcomes != nil {
@@ -238,6 +260,12 @@ func outcomeFields(o DeliveryOutcome) bson.D {
 		{Key: "entities", Value: escapeChanges(o.Entities, escapeMap)}, {Key: "updated_at", Value: time.Now().UTC()},
 		{Key: "workflow_id", Value: o.WorkflowID}, {Key: "run_id", Value: o.RunID},
 	}
+}
+
+// recordDoc is d's whole record with its run's outcome, for an insert.
+func recordDoc(d intake.Delivery, o DeliveryOutcome) bson.D {
+	doc := append(bson.D{{Key: "_id", Value: d.ID}}, insertFields(d)...)
+	return append(doc, outcomeFields(o)...)
 }
 
 // outcomeUpdate is the update that records o on d's record (the original's, for a replay).
@@ -308,8 +336,7 @@ func (s *Store) RecordBatchOutcomes(ctx context.Context, ds []intake.Delivery, o
 				againD, againO = append(againD, ds[i]), append(againO, os[i])
 				continue
 			}
-			doc := append(bson.D{{Key: "_id", Value: ds[i].ID}}, insertFields(ds[i])...)
-			docs = append(docs, append(doc, outcomeFields(os[i])...))
+			docs = append(docs, recordDoc(ds[i], os[i]))
 			idx = append(idx, i)
 		}
 		if len(docs) == 0 {
@@ -514,5 +541,35 @@ func (r *recentIDs) has(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_, ok := r.set[id]
+	return ok
+}
+
+// pendingIDs is a set of IDs.
+type pendingIDs struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (p *pendingIDs) add(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ids == nil {
+		p.ids = map[string]struct{}{}
+	}
+	p.ids[id] = struct{}{}
+}
+
+func (p *pendingIDs) remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.ids, id)
+}
+
+// take removes id and reports whether it was there.
+func (p *pendingIDs) take(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.ids[id]
+	delete(p.ids, id)
 	return ok
 }

@@ -223,3 +223,57 @@ func TestOutcomeBeforeAcceptedRecord(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, intake.DeliveryFailed, r.Status)
 }
+
+// A delivery whose record the receiver still holds (Queued) is recorded whole by its outcome,
+// in one insert; one whose record exists after all is updated.
+func TestOutcomeRecordedWhole(t *testing.T) {
+	_, emb, _ := open(t)
+	ctx := context.Background()
+	s, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
+	require.NoError(t, err)
+	defer s.Close(ctx)
+	s.OneWriteAtATime() // as intake dev: outcomes and records combined in the write turn
+	delivery := func(id string) intake.Delivery {
+		return intake.Delivery{ID: "whole." + id, Integration: "whole", Key: id, Origin: intake.OriginWebhook,
+			Body: []byte(`{"n":"` + id + `"}`), Headers: map[string]string{"x-h": "v"}, ReceivedAt: time.Now().UTC()}
+	}
+	outcome := func(d intake.Delivery, status string) {
+		require.NoError(t, s.RecordOutcome(ctx, d, store.DeliveryOutcome{Status: status, WorkflowID: "wf-" + d.Key, RunID: "run",
+			Entities: []intake.EntityChange{{Template: "t", Identifier: d.Key, Outcome: intake.OutcomeCreated}}}))
+	}
+	get := func(d intake.Delivery) *intake.DeliveryRecord {
+		r, err := s.GetDelivery(ctx, d.ID)
+		require.NoError(t, err)
+		return r
+	}
+
+	whole := delivery("whole")
+	s.Queued(whole.ID)
+	outcome(whole, intake.DeliverySucceeded)
+	r := get(whole)
+	assert.Equal(t, intake.DeliverySucceeded, r.Status)
+	assert.JSONEq(t, `{"n":"whole"}`, string(r.Body), "the whole record: the delivery")
+	assert.Equal(t, "v", r.Headers["x-h"])
+	require.Len(t, r.Entities, 1, "and its outcome")
+	require.NoError(t, s.RecordAcceptedMany(ctx, []store.Accepted{{Delivery: whole, WorkflowID: "wf-whole", RunID: "run"}}))
+	assert.Equal(t, intake.DeliverySucceeded, get(whole).Status, "the receiver's record, late, changes nothing")
+
+	written := delivery("written")
+	s.Queued(written.ID)
+	require.NoError(t, s.RecordAcceptedMany(ctx, []store.Accepted{{Delivery: written, WorkflowID: "wf-written", RunID: "run"}}))
+	assert.Equal(t, intake.StatusAccepted, get(written).Status)
+	outcome(written, intake.DeliveryFailed)
+	assert.Equal(t, intake.DeliveryFailed, get(written).Status, "a written record is updated")
+
+	// still queued here, but written meanwhile by another process (or an earlier run of the key)
+	raced := delivery("raced")
+	s.Queued(raced.ID)
+	other, err := store.Open(ctx, emb.URI(), "intake", store.SecretKey("test-key"))
+	require.NoError(t, err)
+	defer other.Close(ctx)
+	require.NoError(t, other.RecordAccepted(ctx, raced, "wf-raced", "run"))
+	outcome(raced, intake.DeliverySucceeded)
+	r = get(raced)
+	assert.Equal(t, intake.DeliverySucceeded, r.Status, "the insert's duplicate falls back to the update")
+	require.Len(t, r.Entities, 1)
+}

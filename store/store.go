@@ -70,6 +70,10 @@ type Store struct {
 	entities *combiner[mongo.WriteModel] // sole writer only (combinedEntityWrites)
 	// finished are the deliveries whose outcome this process recorded lately (RecordAcceptedMany)
 	finished recentIDs
+	// queued are the deliveries whose record of acceptance this process's receiver holds, not
+	// yet written (Queued); records inserts such records whole, with their outcome
+	queued  pendingIDs
+	records *combiner[any]
 }
 
 // OneWriteAtATime sends this process's write operations to the server one at a time, in the
@@ -87,6 +91,10 @@ func (s *Store) OneWriteAtATime() {
 		return writeErrors(err, true)
 	}}
 	s.entities = &combiner[mongo.WriteModel]{max: BulkChunk / 2, run: s.combinedEntityWrites}
+	s.records = &combiner[any]{max: BulkChunk, run: func(ctx context.Context, docs []any) (map[int]error, error) {
+		_, err := s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		return writeErrors(err, false) // a record that exists is its caller's to update
+	}}
 	// Outcomes update records that exist (accepted): FerretDB holds a connection for each
 	// update of a bulk until the bulk ends, and a bulk of 150 of them hung it for good
 	// (TestCombinedOutcomesOnFerretDB). Half a chunk leaves the pool room for everything else.
