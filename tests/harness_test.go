@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,7 +128,7 @@ func (s *stack) start() {
 			}
 		}
 		if time.Now().After(deadline) || s.cmd.ProcessState != nil {
-			t.Fatalf("intake dev did not become ready:\n%s", s.logs.String())
+			t.Fatalf("intake dev did not become ready:\n%s", s.stuck())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -136,6 +137,29 @@ func (s *stack) start() {
 	c, err := client.Dial(opts)
 	require.NoError(t, err)
 	s.temporal = c
+}
+
+// stuck asks a process that did not become ready for its goroutines (SIGQUIT: Go prints every
+// stack and exits) and answers the end of what it printed and of the embedded Temporal
+// server's own log, where a start that hangs before intake logs anything leaves its traces.
+func (s *stack) stuck() string {
+	_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+	tail := func(b []byte, n int) string {
+		if len(b) > n {
+			b = b[len(b)-n:]
+		}
+		return string(b)
+	}
+	server, _ := os.ReadFile(filepath.Join(s.dir, ".intake", "temporal", "server.log"))
+	return tail(s.logs.Bytes(), 60<<10) + "\n--- end of .intake/temporal/server.log:\n" + tail(server, 8<<10)
 }
 
 func (s *stack) stop() {
