@@ -89,12 +89,21 @@ func (h held) unlock() {
 // allows reports whether these stripes keep other writers of w's entity out: any write under
 // an exclusive stripe, an insert of a new entity under a shared one.
 func (h held) allows(w EntityWrite) bool {
-	i, found := slices.BinarySearchFunc(h.stripes, stripeOf(w.id()), func(s heldStripe, index int) int { return s.index - index })
-	return found && (h.stripes[i].exclusive || w.Doc != nil && w.Rev == 0)
+	s, found := h.stripe(w.id())
+	return found && (s.exclusive || w.Doc != nil && w.Rev == 0)
 }
 
 // covers reports whether these stripes include id's, shared or exclusive.
 func (h held) covers(id string) bool {
-	_, found := slices.BinarySearchFunc(h.stripes, stripeOf(id), func(s heldStripe, index int) int { return s.index - index })
+	_, found := h.stripe(id)
 	return found
+}
+
+// stripe is the held stripe of id, if it is held.
+func (h held) stripe(id string) (heldStripe, bool) {
+	i, found := slices.BinarySearchFunc(h.stripes, stripeOf(id), func(s heldStripe, index int) int { return s.index - index })
+	if !found {
+		return heldStripe{}, false
+	}
+	return h.stripes[i], true
 }

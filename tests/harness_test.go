@@ -144,22 +144,24 @@ func (s *stack) start() {
 // server's own log, where a start that hangs before intake logs anything leaves its traces.
 func (s *stack) stuck() string {
 	_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+	s.exit(10 * time.Second)
+	server, _ := os.ReadFile(filepath.Join(s.dir, ".intake", "temporal", "server.log"))
+	return tail(s.logs.String(), 60<<10) + "\n--- end of .intake/temporal/server.log:\n" + tail(string(server), 8<<10)
+}
+
+// exit waits until the process, asked to stop, has exited; past limit it is killed (kill -9),
+// and exit reports it did not stop of itself.
+func (s *stack) exit(limit time.Duration) bool {
 	done := make(chan struct{})
 	go func() { _ = s.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+		return true
+	case <-time.After(limit):
 		_ = s.cmd.Process.Kill()
 		<-done
+		return false
 	}
-	tail := func(b []byte, n int) string {
-		if len(b) > n {
-			b = b[len(b)-n:]
-		}
-		return string(b)
-	}
-	server, _ := os.ReadFile(filepath.Join(s.dir, ".intake", "temporal", "server.log"))
-	return tail(s.logs.Bytes(), 60<<10) + "\n--- end of .intake/temporal/server.log:\n" + tail(server, 8<<10)
 }
 
 func (s *stack) stop() {
@@ -169,13 +171,7 @@ func (s *stack) stop() {
 	}
 	if s.cmd != nil && s.cmd.ProcessState == nil {
 		_ = s.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = s.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-done
+		if !s.exit(15 * time.Second) {
 			s.t.Errorf("intake dev did not stop within 15s of SIGINT")
 		}
 	}
