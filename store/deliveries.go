@@ -119,7 +119,7 @@ type Accepted struct {
 // FerretDB a bulk insert with one duplicate in it is undone and redone one document at a time.
 func (s *Store) RecordAcceptedMany(ctx context.Context, as []Accepted) error {
 	for _, a := range as {
-		s.queued.remove(a.Delivery.ID) // from here on its outcome updates the record
+		s.queued.take(a.Delivery.ID) // from here on its outcome updates the record
 	}
 	as = slices.DeleteFunc(slices.Clone(as), func(a Accepted) bool { return s.finished.has(a.Delivery.ID) })
 	now := time.Now().UTC()
@@ -510,10 +510,11 @@ func (s *Store) CountDeliveries(ctx context.Context, from, to time.Time) ([]Deli
 	return out, nil
 }
 
-// recentIDs remembers the last recentCap IDs added, oldest forgotten first.
+// recentIDs remembers the last recentCap IDs added, oldest forgotten first, but for those taken
+// back (take). Forgetting is always safe for its users: the store then writes as if it never knew.
 type recentIDs struct {
 	mu   sync.Mutex
-	set  map[string]struct{}
+	set  map[string]int // ID → its place in ring
 	ring []string
 	next int
 }
@@ -525,15 +526,15 @@ func (r *recentIDs) add(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.set == nil {
-		r.set, r.ring = make(map[string]struct{}, recentCap), make([]string, recentCap)
+		r.set, r.ring = make(map[string]int, recentCap), make([]string, recentCap)
 	}
 	if _, ok := r.set[id]; ok {
 		return
 	}
-	if old := r.ring[r.next]; old != "" {
-		delete(r.set, old)
+	if old := r.ring[r.next]; old != "" && r.set[old] == r.next {
+		delete(r.set, old) // unless taken meanwhile, or added again in another place
 	}
-	r.ring[r.next], r.set[id] = id, struct{}{}
+	r.ring[r.next], r.set[id] = id, r.next
 	r.next = (r.next + 1) % recentCap
 }
 
@@ -544,32 +545,11 @@ func (r *recentIDs) has(id string) bool {
 	return ok
 }
 
-// pendingIDs is a set of IDs.
-type pendingIDs struct {
-	mu  sync.Mutex
-	ids map[string]struct{}
-}
-
-func (p *pendingIDs) add(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ids == nil {
-		p.ids = map[string]struct{}{}
-	}
-	p.ids[id] = struct{}{}
-}
-
-func (p *pendingIDs) remove(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.ids, id)
-}
-
-// take removes id and reports whether it was there.
-func (p *pendingIDs) take(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.ids[id]
-	delete(p.ids, id)
+// take forgets id and reports whether it was remembered.
+func (r *recentIDs) take(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.set[id]
+	delete(r.set, id)
 	return ok
 }

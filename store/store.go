@@ -71,8 +71,9 @@ type Store struct {
 	// finished are the deliveries whose outcome this process recorded lately (RecordAcceptedMany)
 	finished recentIDs
 	// queued are the deliveries whose record of acceptance this process's receiver holds, not
-	// yet written (Queued); records inserts such records whole, with their outcome
-	queued  pendingIDs
+	// yet written (Queued); records inserts such records whole, with their outcome. One
+	// forgotten (over recentCap queued) is updated instead, as when another process holds it.
+	queued  recentIDs
 	records *combiner[any]
 }
 
