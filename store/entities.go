@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -66,6 +67,9 @@ func (s *Store) EntitiesByID(ctx context.Context, ids []string) (map[string]*Ent
 					out[id] = d
 					continue
 				}
+			}
+			if s.known.absent(id) {
+				continue
 			}
 			var d EntityDoc
 			err := s.findOne(ctx, colEntities, bson.D{{Key: "_id", Value: id}}).Decode(&d)
@@ -202,10 +206,15 @@ func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check boo
 		if err != nil {
 			return err
 		}
-		if s.cache != nil {
-			// forgotten while written; kept again only once the write applied
-			for _, w := range chunk {
-				s.cache.drop(w.id())
+		var deleted []string
+		for _, w := range chunk {
+			if s.cache != nil {
+				s.cache.drop(w.id()) // forgotten while written; kept again only once the write applied
+			}
+			if w.Doc != nil {
+				s.known.add(w.id())
+			} else {
+				deleted = append(deleted, w.id())
 			}
 		}
 		err = s.bulkWriteEntities(ctx, models)
@@ -213,6 +222,7 @@ func (s *Store) writeLocked(ctx context.Context, writes []EntityWrite, check boo
 		if err != nil {
 			return err
 		}
+		s.known.remove(deleted...)
 		if s.cache != nil {
 			for _, w := range chunk {
 				if w.Doc != nil {
@@ -274,11 +284,22 @@ func (s *Store) combinedEntityWrites(ctx context.Context, models []mongo.WriteMo
 // SoleWriter declares this process the only one that writes entities to the store (intake dev
 // with its embedded server): on FerretDB the per-process entity locks with revision checks by _id
 // is then enough, and each write saves the cross-process claims' three to four operations.
-func (s *Store) SoleWriter() {
+//
+// On FerretDB it also starts loading the set of stored entity IDs (knownIDs) in the background.
+func (s *Store) SoleWriter(log *slog.Logger) {
 	s.soleWriter = true
-	if s.idOnly {
-		s.cache = newEntityCache()
+	if !s.idOnly {
+		return
 	}
+	s.cache = newEntityCache()
+	s.known = newKnownIDs()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopLoad = cancel
+	go func() {
+		if err := s.loadKnown(ctx, s.known); err != nil && ctx.Err() == nil {
+			log.Warn("entity IDs not loaded: every new entity is looked up on the server", "error", err)
+		}
+	}()
 }
 
 // checkRevisions verifies, by indexed _id lookups, that every entity of the chunk is still at
@@ -288,6 +309,9 @@ func (s *Store) checkRevisions(ctx context.Context, chunk []EntityWrite) error {
 	for _, w := range chunk {
 		id := w.id()
 		current, ok := seen[id]
+		if !ok && s.known.absent(id) {
+			current, ok = 0, true
+		}
 		if !ok {
 			var d struct {
 				Rev int64 `bson:"rev"`

@@ -62,6 +62,10 @@ type Store struct {
 	soleWriter bool
 	// cache keeps the entities a sole writer on FerretDB read and wrote (see entityCache)
 	cache *entityCache
+	// known are the entity IDs a sole writer on FerretDB stores (see knownIDs); stopLoad ends
+	// their loading at Close.
+	known    *knownIDs
+	stopLoad context.CancelFunc
 	// turn, when set, lets one write operation at a time reach the server (OneWriteAtATime);
 	// audits, outcomes and entities then combine the writes of their kind waiting for it.
 	turn     *writeTurn
@@ -194,7 +198,12 @@ func Open(ctx context.Context, uri, database string, keys ...[]byte) (*Store, er
 }
 
 // Close disconnects.
-func (s *Store) Close(ctx context.Context) error { return s.client.Disconnect(ctx) }
+func (s *Store) Close(ctx context.Context) error {
+	if s.stopLoad != nil {
+		s.stopLoad()
+	}
+	return s.client.Disconnect(ctx)
+}
 
 // Ping checks the server answers.
 func (s *Store) Ping(ctx context.Context) error {

@@ -262,6 +262,6 @@ func devStore(t *testing.T) *Store {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	s.OneWriteAtATime()
-	s.SoleWriter()
+	s.SoleWriter(slog.Default())
 	return s
 }

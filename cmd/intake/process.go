@@ -139,7 +139,7 @@ func startProcess(ctx context.Context, cfg *settings, log *slog.Logger, mongoURI
 	case "one":
 		// The one writer of a store is intake dev's worker on its embedded FerretDB, whose
 		// SQLite file takes one write at a time anyway: queue them here, not in SQLite.
-		p.store.SoleWriter()
+		p.store.SoleWriter(log)
 		p.store.OneWriteAtATime()
 	case "auto": // intake dev: set to "one" when it runs the embedded store and the worker role
 	case "many":
