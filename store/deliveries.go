@@ -168,8 +168,11 @@ func duplicates(_ any, err error) ([]int, error) {
 // Temporal) as failed with its reason; it has no workflow. Idempotent.
 func (s *Store) RecordRejected(ctx context.Context, d intake.Delivery, f intake.Failure) error {
 	set := bson.D{{Key: "status", Value: intake.DeliveryFailed}, {Key: "error", Value: f}, {Key: "updated_at", Value: time.Now().UTC()}}
-	_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
-		bson.D{{Key: "$set", Value: set}, {Key: "$setOnInsert", Value: insertFields(d)}}, options.UpdateOne().SetUpsert(true))
+	err := s.writeFirst(ctx, func() error {
+		_, err := s.db.Collection(colDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}},
+			bson.D{{Key: "$set", Value: set}, {Key: "$setOnInsert", Value: insertFields(d)}}, options.UpdateOne().SetUpsert(true))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record rejected delivery %s: %w", d.ID, err)
 	}
@@ -244,7 +247,11 @@ func (s *Store) RecordOutcomes(ctx context.Context, ds []intake.Delivery, os []D
 		if err != nil {
 			return err
 		}
-		_, err = s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		// the semaphore before the turn, as entity writes take them (see OneWriteAtATime)
+		err = s.write(ctx, func() error {
+			_, err := s.db.Collection(colDeliveries).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+			return err
+		})
 		release()
 		if err != nil {
 			return fmt.Errorf("record outcomes of %d deliveries: %w", len(models), err)
@@ -305,7 +312,11 @@ func (s *Store) ClaimDeliveries(ctx context.Context, ds []intake.Delivery, workf
 			claimed[i] = true
 			docs = append(docs, claimDoc{ID: ds[i].ID, WorkflowID: workflowID, RunID: runID, At: now})
 		}
-		taken, err := duplicates(col.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+		var taken []int
+		err := s.write(ctx, func() (err error) {
+			taken, err = duplicates(col.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("claim %d deliveries: %w", len(docs), err)
 		}
@@ -342,7 +353,11 @@ func (s *Store) RecordBatchOutcomes(ctx context.Context, ds []intake.Delivery, o
 		if len(docs) == 0 {
 			continue
 		}
-		existed, err := duplicates(s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+		var existed []int
+		err := s.write(ctx, func() (err error) {
+			existed, err = duplicates(s.db.Collection(colDeliveries).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)))
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("record %d deliveries: %w", len(docs), err)
 		}

@@ -265,3 +265,52 @@ func devStore(t *testing.T) *Store {
 	s.SoleWriter(slog.Default())
 	return s
 }
+
+// A batch's writes (its claims, its records, the outcomes of records that existed) and the
+// record of a rejected delivery take the write turn like every other write: none reaches the
+// server while another write holds it.
+func TestBatchWritesTakeTheTurn(t *testing.T) {
+	ctx := context.Background()
+	s := devStore(t)
+	ds := []intake.Delivery{outcomeDelivery(1), outcomeDelivery(2)}
+	require.NoError(t, s.RecordAcceptedMany(ctx, []Accepted{{Delivery: ds[1], WorkflowID: "wf", RunID: "r"}}))
+	outcomes := []DeliveryOutcome{{Status: intake.DeliverySucceeded, WorkflowID: "wf", RunID: "r"}, {Status: intake.DeliverySucceeded, WorkflowID: "wf", RunID: "r"}}
+
+	for name, write := range map[string]func() error{
+		"claims": func() error { _, err := s.ClaimDeliveries(ctx, ds, "wf", "r"); return err },
+		// the second record exists: its outcome is an update (RecordOutcomes) after the insert
+		"records": func() error { return s.RecordBatchOutcomes(ctx, ds, outcomes) },
+		"rejected": func() error {
+			return s.RecordRejected(ctx, outcomeDelivery(3), intake.Failure{Type: intake.ErrValidation, Message: "no"})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			inside, release := make(chan struct{}), make(chan struct{})
+			held := make(chan error, 1)
+			go func() { held <- s.write(ctx, func() error { close(inside); <-release; return nil }) }()
+			<-inside
+			done := make(chan error, 1)
+			go func() { done <- write() }()
+			var early bool
+			select {
+			case <-done:
+				early = true
+			case <-time.After(200 * time.Millisecond):
+			}
+			close(release)
+			require.NoError(t, <-held)
+			if !early {
+				require.NoError(t, <-done)
+			}
+			assert.False(t, early, "written while another write held the turn")
+		})
+	}
+	for i := 1; i <= 2; i++ {
+		rec, err := s.GetDelivery(ctx, fmt.Sprintf("o.%d", i))
+		require.NoError(t, err)
+		assert.Equal(t, intake.DeliverySucceeded, rec.Status)
+	}
+	rec, err := s.GetDelivery(ctx, "o.3")
+	require.NoError(t, err)
+	assert.Equal(t, intake.DeliveryFailed, rec.Status)
+}
