@@ -296,7 +296,7 @@ func (s *Store) SoleWriter(log *slog.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopLoad = cancel
 	go func() {
-		if err := s.loadKnown(ctx, s.known); err != nil && ctx.Err() == nil {
+		if err := s.loadKnown(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("entity IDs not loaded: every new entity is looked up on the server", "error", err)
 		}
 	}()

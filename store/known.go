@@ -18,7 +18,7 @@ import (
 // the other way round, once loaded:
 //   - every entity write goes through writeLocked, which adds the IDs it inserts or replaces
 //     before the write and removes the IDs it deleted only after the delete applied;
-//   - the load (load) scans every stored ID after the set started taking writes, so an entity
+//   - the load (loadKnown) scans every stored ID after the set started taking writes, so an entity
 //     inserted meanwhile is in it, and one deleted meanwhile at worst stays in it.
 //
 // Should another process insert an entity after all (SoleWriter was wrong), the insert planned
@@ -86,9 +86,10 @@ func (k *knownIDs) ready() {
 	k.loaded = !k.off
 }
 
-// load adds every stored entity ID to the set, a page at a time, then marks it loaded. Until
-// then lookups ask the server, as they would without the set.
-func (s *Store) loadKnown(ctx context.Context, k *knownIDs) error {
+// loadKnown adds every stored entity ID to s.known, a page at a time, then marks it loaded.
+// Until then lookups ask the server, as they would without the set.
+func (s *Store) loadKnown(ctx context.Context) error {
+	k := s.known
 	cur, err := s.db.Collection(colEntities).Find(ctx, bson.D{},
 		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}).SetBatchSize(1000))
 	if err != nil {

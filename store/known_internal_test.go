@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -20,13 +19,7 @@ import (
 // the entity is looked up and found.
 func TestKnownEntityIDs(t *testing.T) {
 	ctx := context.Background()
-	emb, err := StartEmbedded(t.TempDir(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	t.Cleanup(emb.Stop)
-	s, err := Open(ctx, emb.URI(), "intake")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	s.OneWriteAtATime()
+	s := turnStore(t)
 
 	// stored before the sole writer starts: more than one page of the load
 	const before = 2500
@@ -34,7 +27,7 @@ func TestKnownEntityIDs(t *testing.T) {
 	for i := range docs {
 		docs[i] = bson.D{{Key: "_id", Value: fmt.Sprintf("t/old-%d", i)}, {Key: "template", Value: "t"}, {Key: "rev", Value: int64(1)}}
 	}
-	_, err = s.db.Collection(colEntities).InsertMany(ctx, docs)
+	_, err := s.db.Collection(colEntities).InsertMany(ctx, docs)
 	require.NoError(t, err)
 
 	s.SoleWriter(slog.Default())

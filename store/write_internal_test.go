@@ -255,6 +255,14 @@ func TestCombinedEntityWrites(t *testing.T) {
 // time, sole writer.
 func devStore(t *testing.T) *Store {
 	t.Helper()
+	s := turnStore(t)
+	s.SoleWriter(slog.Default())
+	return s
+}
+
+// turnStore is devStore before it is declared the sole writer.
+func turnStore(t *testing.T) *Store {
+	t.Helper()
 	emb, err := StartEmbedded(t.TempDir(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	t.Cleanup(emb.Stop)
@@ -262,7 +270,6 @@ func devStore(t *testing.T) *Store {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	s.OneWriteAtATime()
-	s.SoleWriter(slog.Default())
 	return s
 }
 
