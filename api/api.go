@@ -8,7 +8,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -136,7 +135,7 @@ func (s *Server) storeError(c *gin.Context, what string, err error) {
 
 // decodeBody reads a JSON object (a PUT of null or of an array creates nothing).
 func decodeBody(c *gin.Context, v any) bool {
-	raw, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, 4<<20))
+	raw, err := webhook.ReadBody(c, 4<<20)
 	if err != nil {
 		webhook.Abort(c, http.StatusBadRequest, "invalid_json", "body could not be read (at most 4 MiB)", nil)
 		return false

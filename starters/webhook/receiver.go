@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -100,7 +99,7 @@ func (r *Receiver) receive(c *gin.Context) {
 	if max <= 0 {
 		max = DefaultMaxBody
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, max))
+	body, err := ReadBody(c, max)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		Abort(c, http.StatusRequestEntityTooLarge, "body_too_large", "body is over the limit", gin.H{"limit_bytes": max})
